@@ -1,0 +1,52 @@
+"""The train/validation/test container shared by every loader."""
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from moprune.exceptions import invalid_value
+
+
+class Splits(NamedTuple):
+    """Train, validation and test splits, each a ``TensorDataset(images, labels)``.
+
+    Search reads ``val``; ``test`` is only for final reporting.
+    """
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+
+
+def cache_dir():
+    """The folder where moprune caches data and weights: ``$MOPRUNE_CACHE`` or ``~/.cache/moprune``."""
+    return os.environ.get("MOPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moprune")
+
+
+def as_dataset(images, labels):
+    """Wrap uint8/float arrays as a float32 image / int64 label ``TensorDataset``."""
+    images = torch.as_tensor(np.ascontiguousarray(images))
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    return TensorDataset(images.float(), torch.as_tensor(np.asarray(labels), dtype=torch.int64))
+
+
+def subset(dataset, n, *, generator=None):
+    """The first ``n`` samples of ``dataset`` (or ``n`` random ones when ``generator`` is given).
+
+    Args:
+        dataset: A ``TensorDataset``.
+        n: How many samples to keep, ``1 <= n <= len(dataset)``.
+        generator: Optional ``torch.Generator`` for a random (but reproducible) subset.
+    """
+    size = len(dataset)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
+        raise invalid_value("n", f"an int in [1, {size}]", n)
+    if generator is None:
+        index = torch.arange(n)
+    else:
+        index = torch.randperm(size, generator=generator)[:n]
+    return TensorDataset(*(t[index] for t in dataset.tensors))

@@ -1,0 +1,31 @@
+"""The exceptions moprune raises.
+
+Every error the library raises on purpose derives from :class:`MopruneError`, so callers can
+catch all of them at once; bad arguments also derive from :class:`ValueError`.
+"""
+
+
+class MopruneError(Exception):
+    """Base class of every error moprune raises on purpose."""
+
+
+class MopruneValueError(ValueError, MopruneError):
+    """An argument has a value outside what is allowed."""
+
+
+class DataError(MopruneError):
+    """A data file is missing, corrupt or malformed."""
+
+
+def invalid_value(name, allowed, received):
+    """Build the standard "bad argument" error.
+
+    Args:
+        name: Name of the argument, as the user wrote it.
+        allowed: Human-readable description of the allowed values.
+        received: The value that came.
+
+    Returns:
+        A :class:`MopruneValueError` naming the argument, what is allowed and what came.
+    """
+    return MopruneValueError(f"{name} must be {allowed}; got {received!r}")

@@ -1,0 +1,66 @@
+"""Baselines trained once and cached on disk, keyed by model name and training settings."""
+
+import hashlib
+import json
+import os
+
+import torch
+
+from moprune.data.splits import cache_dir
+from moprune.io import atomic_path
+from moprune.logging import get_logger
+from moprune.models.zoo import get_model
+from moprune.train import evaluate, fit
+
+_log = get_logger("models")
+
+#: Training recipe of the zoo baselines (SGD + Nesterov, cosine decay, on the 50k train split).
+DEFAULT_RECIPE = {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "seed": 0}
+
+
+def weights_path(name, recipe, *, cache=None):
+    """Where the weights of ``name`` trained with ``recipe`` are cached."""
+    key = json.dumps({"model": name, **recipe}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return os.path.join(cache or cache_dir(), "weights", f"{name}-{digest}.pt")
+
+
+def pretrained(name, *, data=None, cache=None, progress=True, **recipe):
+    """Return the zoo model ``name`` trained on the training split, in eval mode.
+
+    The first call trains it (a few minutes on 2 CPU cores for ``mnist_cnn``) and saves the
+    weights atomically; later calls with the same name and recipe load them
+    (``torch.load(weights_only=True)``).
+
+    Args:
+        name: A zoo model name (see :func:`moprune.models.model_names`).
+        data: ``Splits`` to train on (default: :func:`moprune.data.load_mnist`).
+        cache: Cache folder (default: ``$MOPRUNE_CACHE`` or ``~/.cache/moprune``).
+        progress: Show training progress bars.
+        **recipe: Overrides of :data:`DEFAULT_RECIPE` (``epochs``, ``lr``, ``batch_size``,
+            ``weight_decay``, ``seed``).
+    """
+    unknown = set(recipe) - set(DEFAULT_RECIPE)
+    if unknown:
+        raise TypeError(f"pretrained() got unknown recipe keys {sorted(unknown)}; allowed: {sorted(DEFAULT_RECIPE)}")
+    recipe = {**DEFAULT_RECIPE, **recipe}
+    path = weights_path(name, recipe, cache=cache)
+    if os.path.isfile(path):
+        model = get_model(name)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    if data is None:
+        from moprune.data import load_mnist
+
+        data = load_mnist(cache=cache)
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
+        torch.manual_seed(recipe["seed"])
+        model = get_model(name)
+    _log.info("training %s baseline with %s", name, recipe)
+    fit(model, data.train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
+        weight_decay=recipe["weight_decay"], generator=generator, progress=progress, desc=name)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    _log.info("saved %s baseline (val accuracy %.4f) to %s", name, evaluate(model, data.val), path)
+    return model.eval()

@@ -1,0 +1,92 @@
+"""The interface every pruning space implements.
+
+A space owns the mapping genome -> plan -> smaller model and the analytic cost of a plan. The
+search core (problem, evaluator, operators) only talks to this interface, so new spaces
+(low-rank, combined) plug in without touching it.
+"""
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a genome means: a hashable description of one pruned model.
+
+    Attributes:
+        kind: ``"channels"`` or ``"weights"`` (or a future space's name).
+        kept: For channel spaces, a tuple ``(group_name, kept_indices_tuple)`` per group; for
+            weight spaces, ``(layer_name, sparsity)`` per layer (ratio encoding) or
+            ``(layer_name, mask_bytes_digest)`` (mask encoding).
+        key: A short string that identifies the plan; equal plans have equal keys. The
+            evaluation cache is keyed by it.
+        summary: Per-group / per-layer numbers for result tables, e.g. ``{"kept/conv1": 12}``
+            or ``{"sparsity/conv1": 0.5}``.
+    """
+
+    kind: str
+    kept: tuple
+    key: str
+    summary: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Space(abc.ABC):
+    """Base class of pruning spaces.
+
+    Attributes:
+        n_var: Genome length.
+        xl, xu: Lower and upper bounds (float arrays of length ``n_var``).
+        vtype: ``bool`` for binary genomes, ``float`` for real-valued ones.
+        encoding: The encoding name (``"binary"``, ``"ratio"``, ``"mask"``).
+        model: The base model (never modified).
+        base_macs, base_params: thop counts of the base model.
+        group_names: Names of the gene groups (layers or coupled channel groups), in genome order.
+        group_slices: For each group, the ``slice`` of the genome it owns.
+    """
+
+    n_var: int
+    xl: np.ndarray
+    xu: np.ndarray
+    vtype: type
+    encoding: str
+    model: object
+    base_macs: int
+    base_params: int
+    group_names: list
+    group_slices: list
+
+    @abc.abstractmethod
+    def decode(self, x):
+        """Genome (1-D array of length ``n_var``) -> :class:`Plan`."""
+
+    @abc.abstractmethod
+    def materialize(self, x_or_plan):
+        """Genome or plan -> a new pruned ``nn.Module`` (eval mode); the base model is untouched."""
+
+    @abc.abstractmethod
+    def cost(self, X):
+        """Analytic cost of a population ``X`` (``n x n_var``) without running the network.
+
+        Returns:
+            A dict of float arrays of length ``n``: ``"macs"``, ``"params"``, ``"macs_ratio"``,
+            ``"params_ratio"`` and ``"sparsity"`` (fraction of prunable units removed).
+        """
+
+    @abc.abstractmethod
+    def repair(self):
+        """A pymoo ``Repair`` that makes any genome valid (e.g. at least ``min_channels`` per group)."""
+
+    def original(self):
+        """The genome of the unpruned model (all ones / all kept)."""
+        return np.ones(self.n_var, dtype=self.vtype) if self.vtype is bool else self.xu.astype(float).copy()
+
+    def check_genome(self, x):
+        """Return ``x`` as a 1-D numpy array, or raise naming the expected shape."""
+        from moprune.exceptions import invalid_value
+
+        x = np.asarray(x)
+        if x.ndim != 1 or x.shape[0] != self.n_var:
+            raise invalid_value("x", f"a 1-D genome of length {self.n_var}", f"array of shape {x.shape}")
+        return x

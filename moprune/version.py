@@ -1,0 +1,3 @@
+"""The single version string of moprune (read by setup.cfg)."""
+
+__version__ = "0.1.0"
