@@ -28,10 +28,10 @@ def cache_dir():
 
 def as_dataset(images, labels):
     """Wrap uint8/float arrays as a float32 image / int64 label ``TensorDataset``."""
-    images = torch.as_tensor(np.ascontiguousarray(images))
+    images = torch.from_numpy(np.array(images))  # a writable copy, never a view of a file buffer
     if images.dtype == torch.uint8:
         images = images.float().div_(255.0)
-    return TensorDataset(images.float(), torch.as_tensor(np.asarray(labels), dtype=torch.int64))
+    return TensorDataset(images.float(), torch.from_numpy(np.array(labels, dtype=np.int64)))
 
 
 def subset(dataset, n, *, generator=None):

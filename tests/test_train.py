@@ -1,0 +1,83 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from moprune.exceptions import MopruneValueError
+from moprune.train import evaluate, finetune, fit
+
+
+def blobs(n=400, seed=0):
+    """Two Gaussian blobs in 8 dimensions, linearly separable."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 8, generator=g) + 3.0 * (2 * y[:, None].float() - 1)
+    return TensorDataset(x, y)
+
+
+def mlp(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+class LabelEcho(nn.Module):
+    """Predicts the class stored in the first input feature."""
+
+    def forward(self, x):
+        return nn.functional.one_hot(x[:, 0].long(), 3).float()
+
+
+def test_evaluate_counts_correct_predictions():
+    x = torch.tensor([[0.0], [1.0], [2.0], [1.0]])
+    assert evaluate(LabelEcho(), TensorDataset(x, torch.tensor([0, 1, 2, 2])), batch_size=3) == 0.75
+
+
+def test_fit_learns_separable_data():
+    model = mlp()
+    before = evaluate(model, blobs(seed=1))
+    loss = fit(model, blobs(), epochs=3, lr=0.1, batch_size=32, generator=torch.Generator().manual_seed(0),
+               progress=False)
+    assert evaluate(model, blobs(seed=1)) >= 0.97 > before
+    assert loss < 0.2 and not model.training
+
+
+def test_fit_is_deterministic_under_a_generator():
+    a, b = mlp(), mlp()
+    for model in (a, b):
+        fit(model, blobs(), epochs=2, generator=torch.Generator().manual_seed(5), progress=False)
+    c = mlp()
+    fit(c, blobs(), epochs=2, generator=torch.Generator().manual_seed(6), progress=False)
+    assert torch.equal(a[0].weight, b[0].weight)
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+def test_finetune_takes_exactly_the_requested_steps():
+    model, steps = mlp(), []
+    model[0].weight.register_hook(lambda grad: steps.append(1))
+    finetune(model, blobs(n=100), steps=7, batch_size=32, generator=torch.Generator().manual_seed(0))
+    assert len(steps) == 7  # 100 images / 32 = 4 steps per epoch, so this crosses an epoch
+
+
+def test_distillation_pulls_student_towards_teacher():
+    teacher, student = mlp(seed=1), mlp(seed=2)
+    x = blobs().tensors[0]
+    gap = lambda: (torch.softmax(student(x), 1) - torch.softmax(teacher(x), 1)).abs().mean().item()
+    before = gap()
+    fit(student, blobs(), epochs=10, lr=0.05, batch_size=16, weight_decay=0.0, teacher=teacher,
+        distill_weight=1.0, temperature=1.0,
+        generator=torch.Generator().manual_seed(0), progress=False)
+    assert gap() < 0.5 * before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be a positive int; got 0"),
+    ({"lr": -1.0}, "lr must be a positive int or float; got -1.0"),
+    ({"optimizer": "rmsprop"}, "optimizer must be one of ['sgd', 'adam']; got 'rmsprop'"),
+    ({"schedule": "step"}, "schedule must be 'cosine' or 'constant'; got 'step'"),
+    ({"distill_weight": 2.0}, "distill_weight must be a float in [0, 1]; got 2.0"),
+])
+def test_fit_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(MopruneValueError) as info:
+        fit(mlp(), blobs(), progress=False, **kwargs)
+    assert str(info.value) == message
