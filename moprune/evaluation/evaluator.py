@@ -1,0 +1,342 @@
+"""The evaluator: the only place that runs candidate networks during a search.
+
+It owns the data (a fixed validation subset, an optional training subset), the batch size,
+fine-tuning in the loop (document 000), BatchNorm re-estimation (adaptive BN, EagleEye) and the
+cache keyed by the decoded plan.
+
+Where the data live: in the evaluator only (``_val`` and ``_train``). Pickling an evaluator
+(and so a :class:`moprune.PruningProblem`, or a pymoo algorithm holding one) leaves the data
+out and keeps settings, cache and counters; call :meth:`Evaluator.attach_data` on the unpickled
+copy before evaluating. ``copy.deepcopy`` shares the (read-only) data tensors.
+"""
+
+import contextlib
+import copy
+import hashlib
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from moprune.evaluation.cache import EvalRecord, EvaluationCache
+from moprune.exceptions import MopruneError, invalid_value
+from moprune.logging import get_logger
+from moprune.train import batches
+from moprune.train import finetune as _finetune
+
+logger = get_logger("evaluation")
+
+_FINETUNE_KEYS = ("steps", "lr", "batch_size", "optimizer")
+_BN_CHOICES = ("auto", True, False)
+
+
+def _check_int(name, value, *, minimum=1, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise invalid_value(name, f"an int >= {minimum}" + (" or None" if allow_none else ""), value)
+    return int(value)
+
+
+def _check_dataset(name, data, *, allow_none=False):
+    if data is None and allow_none:
+        return None
+    if not isinstance(data, TensorDataset) or len(data.tensors) < 2 or len(data) == 0:
+        raise invalid_value(name, "a non-empty TensorDataset of (inputs, labels)"
+                            + (" or None" if allow_none else ""), type(data).__name__)
+    return data
+
+
+def _subset(data, n, seed):
+    """The first ``n`` items of a seeded permutation (sorted back), or all of ``data``."""
+    if data is None:
+        return None
+    images, labels = data.tensors[:2]
+    if n is None or n >= len(images):
+        return TensorDataset(images, labels)
+    g = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(images), generator=g)[:n].sort().values
+    return TensorDataset(images[index], labels[index])
+
+
+def plan_seed(seed, plan_key):
+    """A 63-bit seed derived from ``(seed, plan_key)``: same plan, same fine-tuning, in any order."""
+    digest = hashlib.sha256(f"{int(seed)}:{plan_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def has_batchnorm(model):
+    """Whether ``model`` contains a BatchNorm layer."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class Evaluator:
+    """Measures candidates' validation accuracy, with fine-tuning, BN re-estimation and a cache.
+
+    Args:
+        val_data: Validation ``TensorDataset`` (never the test split).
+        n_samples: Size of the fixed validation subset (a seeded random subset; ``None``: all).
+        batch_size: Evaluation batch size (about 250 is fastest on CPU).
+        finetune: ``None`` (no fine-tuning), an int (number of SGD steps) or a dict of
+            :func:`moprune.train.finetune` options (``steps``, ``lr``, ``batch_size``,
+            ``optimizer``): document 000's fine-tuning in the loop. Needs ``train_data``.
+        train_data: Training ``TensorDataset`` for fine-tuning and BN re-estimation.
+        n_train_samples: Size of the training subset used (seeded random subset; ``None``: all).
+        bn_recalibration: ``"auto"`` (re-estimate BatchNorm statistics when the model has
+            BatchNorm layers and ``train_data`` is given), ``True`` (always; needs ``train_data``)
+            or ``False``.
+        bn_batches: Number of training batches for BN re-estimation.
+        bn_batch_size: Batch size for BN re-estimation (default: ``batch_size``).
+        seed: Seed of the subsets and of fine-tuning (combined with each plan's key).
+        cache: Cache results by plan key.
+        cache_size: Maximum number of cached plans (``None``: unbounded).
+        num_threads: Torch intra-op threads while evaluating (``None``: leave torch's setting).
+            Small models on a busy CPU often run far faster with 1.
+
+    The cache is keyed by plan key only: use one evaluator per base model (sharing it between
+    the binary and ratio encodings of one model is fine: equal plans are equal models).
+
+    Attributes:
+        n_evaluated: Candidates actually run.
+        n_cached: Candidates served from the cache.
+        n_failed: Candidates whose evaluation failed (counted in ``n_evaluated``).
+        cache: The :class:`EvaluationCache`.
+
+    Raises:
+        MopruneValueError: An argument is invalid (the message names it).
+    """
+
+    def __init__(self, val_data, *, n_samples=2000, batch_size=250, finetune=None, train_data=None,
+                 n_train_samples=None, bn_recalibration="auto", bn_batches=10, bn_batch_size=None,
+                 seed=0, cache=True, cache_size=None, num_threads=None):
+        _check_dataset("val_data", val_data)
+        _check_dataset("train_data", train_data, allow_none=True)
+        self.n_samples = _check_int("n_samples", n_samples, allow_none=True)
+        self.batch_size = _check_int("batch_size", batch_size)
+        self.n_train_samples = _check_int("n_train_samples", n_train_samples, allow_none=True)
+        self.finetune = self._check_finetune(finetune)
+        if self.finetune is not None and train_data is None:
+            raise invalid_value("train_data", "a TensorDataset when finetune is set", None)
+        if bn_recalibration not in _BN_CHOICES or not isinstance(bn_recalibration, (str, bool)):
+            raise invalid_value("bn_recalibration", f"one of {list(_BN_CHOICES)}", bn_recalibration)
+        if bn_recalibration is True and train_data is None:
+            raise invalid_value("train_data", "a TensorDataset when bn_recalibration=True", None)
+        self.bn_recalibration = bn_recalibration
+        self.bn_batches = _check_int("bn_batches", bn_batches)
+        self.bn_batch_size = _check_int("bn_batch_size", bn_batch_size, allow_none=True) or self.batch_size
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise invalid_value("seed", "an int", seed)
+        self.seed = int(seed)
+        if not isinstance(cache, bool):
+            raise invalid_value("cache", "True or False", cache)
+        self.use_cache = cache
+        self.num_threads = _check_int("num_threads", num_threads, allow_none=True)
+        self.cache = EvaluationCache(max_size=cache_size)
+        self.n_evaluated = 0
+        self.n_cached = 0
+        self.n_failed = 0
+        self._val = self._train = None
+        self._fingerprint = None
+        self.attach_data(val_data, train_data)
+
+    # ------------------------------------------------------------------ data
+    @staticmethod
+    def _check_finetune(finetune):
+        if finetune is None:
+            return None
+        if isinstance(finetune, (int, np.integer)) and not isinstance(finetune, bool):
+            return {"steps": _check_int("finetune", finetune)}
+        if isinstance(finetune, dict):
+            unknown = sorted(set(finetune) - set(_FINETUNE_KEYS))
+            if unknown:
+                raise invalid_value("finetune", f"a dict with keys among {list(_FINETUNE_KEYS)}", finetune)
+            options = dict(finetune)
+            options.setdefault("steps", 50)
+            _check_int("finetune['steps']", options["steps"])
+            return options
+        raise invalid_value("finetune", "None, a number of steps (int) or a dict of finetune options",
+                            finetune)
+
+    def attach_data(self, val_data, train_data=None):
+        """(Re)attach the datasets, e.g. after unpickling; the subsets are rebuilt from the seed.
+
+        Raises:
+            MopruneError: The data differ from the ones the evaluator was built with.
+        """
+        _check_dataset("val_data", val_data)
+        _check_dataset("train_data", train_data, allow_none=True)
+        val = _subset(val_data, self.n_samples, self.seed)
+        train = _subset(train_data, self.n_train_samples, self.seed + 1)
+        fingerprint = (len(val), len(train) if train is not None else 0,
+                       float(val.tensors[0].double().sum()), int(val.tensors[1].sum()))
+        if self._fingerprint is not None and fingerprint != self._fingerprint:
+            raise MopruneError("attach_data: these datasets differ from the evaluator's original ones")
+        self._fingerprint = fingerprint
+        self._val, self._train = val, train
+
+    @property
+    def val_subset(self):
+        """The fixed validation subset every candidate is measured on."""
+        self._require_data()
+        return self._val
+
+    @property
+    def train_subset(self):
+        """The training subset used for fine-tuning and BN re-estimation (or ``None``)."""
+        self._require_data()
+        return self._train
+
+    def _require_data(self):
+        if self._val is None:
+            raise MopruneError("this Evaluator was unpickled without its data; call attach_data() first")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_val"] = state["_train"] = None
+        return state
+
+    def __deepcopy__(self, memo):
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = value if key in ("_val", "_train") else copy.deepcopy(value, memo)
+        return new
+
+    # ------------------------------------------------------------- counters
+    def reset_counters(self):
+        """Set ``n_evaluated``, ``n_cached`` and ``n_failed`` to zero (the cache is kept)."""
+        self.n_evaluated = self.n_cached = self.n_failed = 0
+
+    def counters(self):
+        """``{"n_evaluated", "n_cached", "n_failed"}`` as a dict."""
+        return {"n_evaluated": self.n_evaluated, "n_cached": self.n_cached, "n_failed": self.n_failed}
+
+    # ------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def accuracy(self, model):
+        """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on the validation subset."""
+        self._require_data()
+        model.eval()
+        correct = 0
+        for x, y in batches(self._val, self.batch_size):
+            correct += int((model(x).argmax(1) == y).sum())
+        return correct / len(self._val)
+
+    def evaluate_model(self, model):
+        """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy."""
+        with self.threads():
+            return self.accuracy(model)
+
+    def _recalibrate_bn(self, model):
+        """Re-estimate BatchNorm running statistics on a few training batches (adaptive BN)."""
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        saved = [(m, m.momentum) for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the batches seen
+        model.train()
+        with torch.no_grad():
+            for i, (x, _) in enumerate(batches(self._train, self.bn_batch_size)):
+                if i >= self.bn_batches:
+                    break
+                model(x)
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+
+    def _wants_bn(self, model):
+        if self.bn_recalibration is False or self._train is None:
+            return False
+        return has_batchnorm(model)
+
+    def run(self, space, plan):
+        """Evaluate one plan without the cache: materialize, fine-tune, re-estimate BN, measure.
+
+        Failures (an exception, a non-finite fine-tuning loss) are caught and returned as a
+        record with ``accuracy=nan`` and the error message.
+        """
+        self._require_data()
+        start = time.perf_counter()
+        loss = float("nan")
+        try:
+            model = space.materialize(plan)
+            if self.finetune is not None:
+                seed = plan_seed(self.seed, plan.key)
+                g = torch.Generator().manual_seed(seed)
+                # dropout draws from torch's global generator: fork it, so that the result depends
+                # on the plan only (not on evaluation order) and the caller's state is restored
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    loss = float(_finetune(model, self._train, generator=g, progress=False, **self.finetune))
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"fine-tuning loss is {loss}")
+            if self._wants_bn(model):
+                self._recalibrate_bn(model)
+            accuracy = self.accuracy(model)
+            error = None
+        except Exception as exc:  # a failing candidate must not stop the search
+            accuracy, error = float("nan"), f"{type(exc).__name__}: {exc}"
+            logger.warning("candidate %s failed: %s", plan.key, error)
+        return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
+                          cached=False, error=error, loss=loss, summary=dict(plan.summary))
+
+    @contextlib.contextmanager
+    def threads(self):
+        """Context in which torch uses :attr:`num_threads` threads (restored on exit)."""
+        if self.num_threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def evaluate(self, space, X):
+        """Evaluate a population.
+
+        Args:
+            space: The :class:`moprune.space.Space` the genomes belong to.
+            X: Genomes, ``n x space.n_var``.
+
+        Returns:
+            A list of ``n`` :class:`EvalRecord`, in the order of ``X``. A plan already in the
+            cache (or earlier in ``X``) is not run again and comes back with ``cached=True``.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != space.n_var:
+            raise invalid_value("X", f"an n x {space.n_var} array of genomes", f"array of shape {X.shape}")
+        with self.threads():
+            return [self._evaluate_one(space, x) for x in X]
+
+    def _evaluate_one(self, space, x):
+        """One genome -> one record (from the cache when its plan was seen)."""
+        try:
+            plan = space.decode(x)
+        except Exception as exc:  # an undecodable genome is a failed candidate
+            error = f"{type(exc).__name__}: {exc}"
+            logger.warning("genome could not be decoded: %s", error)
+            self.n_evaluated += 1
+            self.n_failed += 1
+            return EvalRecord(plan_key="<undecodable>", accuracy=float("nan"), error=error)
+        hit = self.cache.get(plan.key) if self.use_cache else None
+        if hit is not None:
+            self.n_cached += 1
+            return hit.as_cached()
+        record = self.run(space, plan)
+        self.n_evaluated += 1
+        self.n_failed += record.failed
+        if self.use_cache:
+            self.cache.put(record)
+        return record
+
+    def __repr__(self):
+        return (f"Evaluator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
+                f"finetune={self.finetune}, bn_recalibration={self.bn_recalibration!r}, "
+                f"seed={self.seed}, cached={len(self.cache)})")

@@ -1,0 +1,321 @@
+"""The pymoo problem of a pruning search: objectives and constraints of a population.
+
+:class:`PruningProblem` is thin: costs come from the space (analytic, no network), accuracies
+from the evaluator (the only place that runs networks). Every call evaluates a whole population,
+so the evaluator can cache and, later, parallelise. Every candidate requested lands in
+:attr:`PruningProblem.archive` as a :class:`moprune.archive.Evaluation`.
+
+Example:
+    >>> problem = PruningProblem(space, Evaluator(splits.val), objectives=("error", "macs"))
+    >>> result = moprune.search(problem, "nsga2", pop_size=20, n_gen=10, seed=0)
+"""
+
+import numbers
+
+import numpy as np
+from pymoo.core.problem import Problem
+
+from moprune.archive import Evaluation
+from moprune.exceptions import invalid_value
+from moprune.scoring import make_scoring
+
+OBJECTIVES = ("error", "macs", "params", "sparsity")
+"""The objectives a problem can minimise."""
+
+SCORE_OBJECTIVE = "neg_score"
+"""Name of the objective a scalarized problem minimises (``-score``)."""
+
+
+def _check_objectives(objectives):
+    if isinstance(objectives, str):
+        objectives = (objectives,)
+    try:
+        objectives = tuple(objectives)
+    except TypeError:
+        raise invalid_value("objectives", f"a non-empty sequence of names among {list(OBJECTIVES)}",
+                            objectives) from None
+    if not objectives or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) != len(objectives):
+        raise invalid_value("objectives", f"a non-empty sequence of distinct names among {list(OBJECTIVES)}",
+                            objectives)
+    return objectives
+
+
+def _check_drop(max_accuracy_drop):
+    if max_accuracy_drop is None:
+        return None
+    if (isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, numbers.Real)
+            or not 0.0 <= max_accuracy_drop <= 100.0):
+        raise invalid_value("max_accuracy_drop", "None or a number of accuracy points in [0, 100]",
+                            max_accuracy_drop)
+    return float(max_accuracy_drop)
+
+
+class PruningProblem(Problem):
+    """A pymoo problem whose decision vector is a genome of ``space``.
+
+    Objectives, all minimised: ``"error"`` (1 - accuracy), ``"macs"`` (ratio to the base model),
+    ``"params"`` (ratio to the base model) and ``"sparsity"`` (1 - sparsity). With
+    ``max_accuracy_drop`` set, one inequality constraint
+    ``G = 100 * (base_accuracy - accuracy) - max_accuracy_drop <= 0`` (points; the accuracy
+    threshold of documents 003 and 004).
+
+    A candidate whose evaluation fails gets the worst values (accuracy 0, cost ratios 1, no
+    sparsity) and its error message in the archive; the search goes on.
+
+    Pickling: the problem pickles its space (with the base model) and its evaluator, whose
+    datasets are left out (see :mod:`moprune.evaluation.evaluator`).
+
+    Args:
+        space: A :class:`moprune.space.Space`.
+        evaluator: A :class:`moprune.Evaluator`.
+        objectives: Names among :data:`OBJECTIVES`.
+        max_accuracy_drop: Accuracy constraint in points in [0, 100], or ``None``.
+
+    Attributes:
+        space, evaluator, objectives, max_accuracy_drop: As given.
+        archive: Every :class:`moprune.archive.Evaluation` requested so far, in order.
+        generation: The current generation (0-based), set by :func:`moprune.search`.
+
+    Raises:
+        MopruneValueError: Unknown objectives or a threshold outside [0, 100].
+    """
+
+    def __init__(self, space, evaluator, *, objectives=("error", "macs"), max_accuracy_drop=None):
+        self.objectives = _check_objectives(objectives)
+        self.max_accuracy_drop = _check_drop(max_accuracy_drop)
+        for name in ("decode", "materialize", "cost", "repair", "n_var"):
+            if not hasattr(space, name):
+                raise invalid_value("space", "a moprune.space.Space", type(space).__name__)
+        if not hasattr(evaluator, "evaluate"):
+            raise invalid_value("evaluator", "a moprune.Evaluator", type(evaluator).__name__)
+        self.space = space
+        self.evaluator = evaluator
+        self.archive = []
+        self.generation = 0
+        self._base_accuracy = None
+        super().__init__(n_var=space.n_var, n_obj=self._n_obj(),
+                         n_ieq_constr=0 if self.max_accuracy_drop is None else 1,
+                         xl=np.asarray(space.xl, dtype=float), xu=np.asarray(space.xu, dtype=float),
+                         vtype=space.vtype, elementwise=False)
+
+    def _n_obj(self):
+        return len(self.objectives)
+
+    # ------------------------------------------------------------ base model
+    @property
+    def base_accuracy(self):
+        """Accuracy of the unpruned model on the evaluator's subset (measured once, lazily)."""
+        if self._base_accuracy is None:
+            self._base_accuracy = float(self.evaluator.evaluate_model(self.space.model))
+        return self._base_accuracy
+
+    @property
+    def base_macs(self):
+        """MACs of the unpruned model."""
+        return self.space.base_macs
+
+    @property
+    def base_params(self):
+        """Parameters of the unpruned model."""
+        return self.space.base_params
+
+    @property
+    def constrained(self):
+        """Whether the accuracy constraint is set."""
+        return self.max_accuracy_drop is not None
+
+    @property
+    def result_objectives(self):
+        """Names of the values stored in each archive entry's ``objectives``."""
+        return self.objectives
+
+    def reset(self):
+        """Start a fresh archive (the evaluator's cache is kept)."""
+        self.archive = []
+        self.generation = 0
+
+    # ------------------------------------------------------------ evaluation
+    def measure(self, X):
+        """Evaluate genomes and return the raw measurements (no archive entry).
+
+        Returns:
+            A dict of arrays of length ``n``: ``accuracy`` (failed candidates: 0), ``macs``,
+            ``params``, ``macs_ratio``, ``params_ratio``, ``sparsity`` (failed: worst values),
+            ``failed`` (bool), ``drop`` (points) and the list ``records`` of
+            :class:`moprune.evaluation.EvalRecord`.
+        """
+        X = self._as_genomes(X)
+        cost = self.space.cost(X)
+        records = self.evaluator.evaluate(self.space, X)
+        failed = np.array([r.error is not None for r in records], dtype=bool)
+        accuracy = np.array([r.accuracy for r in records], dtype=float)
+        failed |= ~np.isfinite(accuracy)
+        m = {k: np.asarray(cost[k], dtype=float).copy()
+             for k in ("macs", "params", "macs_ratio", "params_ratio", "sparsity")}
+        m["accuracy"] = np.where(failed, 0.0, accuracy)
+        m["macs_ratio"] = np.where(failed, np.maximum(m["macs_ratio"], 1.0), m["macs_ratio"])
+        m["params_ratio"] = np.where(failed, np.maximum(m["params_ratio"], 1.0), m["params_ratio"])
+        m["sparsity"] = np.where(failed, np.minimum(m["sparsity"], 0.0), m["sparsity"])
+        m["failed"] = failed
+        m["raw_accuracy"] = np.where(failed, np.nan, accuracy)
+        m["drop"] = 100.0 * (self.base_accuracy - m["accuracy"])
+        m["records"] = records
+        m["X"] = X
+        return m
+
+    def objective_values(self, m):
+        """The ``n x n_obj`` matrix of :attr:`objectives` from :meth:`measure`'s output."""
+        columns = {
+            "error": 1.0 - m["accuracy"],
+            "macs": m["macs_ratio"],
+            "params": m["params_ratio"],
+            "sparsity": 1.0 - m["sparsity"],
+        }
+        return np.column_stack([columns[o] for o in self.objectives]).astype(float)
+
+    def constraint_values(self, m):
+        """The ``n x 1`` constraint matrix (``None`` when unconstrained)."""
+        if self.max_accuracy_drop is None:
+            return None
+        return (m["drop"] - self.max_accuracy_drop).reshape(-1, 1)
+
+    def _as_genomes(self, X):
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if self.space.vtype is bool:
+            return X.astype(bool)
+        return X.astype(float)
+
+    def _record(self, m, F, G):
+        """Append one archive entry per candidate."""
+        for i, rec in enumerate(m["records"]):
+            feasible = not m["failed"][i] and (G is None or G[i, 0] <= 0.0)
+            self.archive.append(Evaluation(
+                genome=np.array(m["X"][i], copy=True),
+                plan_key=rec.plan_key,
+                summary=dict(rec.summary),
+                objectives=tuple(float(v) for v in F[i]),
+                accuracy=float(m["raw_accuracy"][i]),
+                macs=float(m["macs"][i]),
+                params=float(m["params"][i]),
+                macs_ratio=float(m["macs_ratio"][i]),
+                params_ratio=float(m["params_ratio"][i]),
+                sparsity=float(m["sparsity"][i]),
+                feasible=bool(feasible),
+                generation=int(self.generation),
+                cached=bool(rec.cached),
+                seconds=float(rec.seconds),
+                error=rec.error,
+            ))
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        m = self.measure(X)
+        F = self.objective_values(m)
+        G = self.constraint_values(m)
+        out["F"] = F
+        if G is not None:
+            out["G"] = G
+        self._record(m, self._archived_objectives(m, F), G)
+
+    def _archived_objectives(self, m, F):
+        return F
+
+    # --------------------------------------------------------------- views
+    def scalarized(self, scoring, **scoring_options):
+        """A single-objective view minimising ``-score`` (used by ``"ga"`` and the seed loops).
+
+        The view shares this problem's space, evaluator, archive, generation, base accuracy and
+        constraint. Its archive entries store this problem's objectives followed by ``-score``
+        (names in :attr:`result_objectives`).
+
+        Args:
+            scoring: A score name (``"weighted"``, ``"threshold"``, ``"genecai"``) or a
+                :class:`moprune.scoring.Scoring`.
+            **scoring_options: Arguments of the score's constructor (with a name).
+
+        Returns:
+            A :class:`ScalarizedProblem`.
+        """
+        return ScalarizedProblem(self, make_scoring(scoring, **scoring_options))
+
+    def __repr__(self):
+        return (f"PruningProblem(n_var={self.n_var}, objectives={self.objectives}, "
+                f"max_accuracy_drop={self.max_accuracy_drop})")
+
+
+class ScalarizedProblem(PruningProblem):
+    """Single-objective view of a :class:`PruningProblem`: ``F = -score`` (see ``scalarized``).
+
+    Attributes:
+        parent: The multi-objective problem it views.
+        scoring: The :class:`moprune.scoring.Scoring`.
+    """
+
+    def __init__(self, parent, scoring):
+        if isinstance(parent, ScalarizedProblem):
+            parent = parent.parent
+        self.parent = parent
+        self.scoring = scoring
+        Problem.__init__(self, n_var=parent.n_var, n_obj=1, n_ieq_constr=parent.n_ieq_constr,
+                         xl=parent.xl, xu=parent.xu, vtype=parent.vtype, elementwise=False)
+
+    # shared state lives on the parent
+    space = property(lambda self: self.parent.space)
+    evaluator = property(lambda self: self.parent.evaluator)
+    max_accuracy_drop = property(lambda self: self.parent.max_accuracy_drop)
+
+    @property
+    def objectives(self):
+        return (SCORE_OBJECTIVE,)
+
+    @property
+    def result_objectives(self):
+        return tuple(self.parent.objectives) + (SCORE_OBJECTIVE,)
+
+    @property
+    def archive(self):
+        return self.parent.archive
+
+    @archive.setter
+    def archive(self, value):
+        self.parent.archive = value
+
+    @property
+    def generation(self):
+        return self.parent.generation
+
+    @generation.setter
+    def generation(self, value):
+        self.parent.generation = value
+
+    @property
+    def base_accuracy(self):
+        return self.parent.base_accuracy
+
+    def score(self, m):
+        """Scores (higher is better) of :meth:`measure`'s output."""
+        return self.scoring(m["accuracy"], m["macs_ratio"], m["params_ratio"], m["sparsity"],
+                            self.base_accuracy)
+
+    def objective_values(self, m):
+        return -self.score(m).reshape(-1, 1)
+
+    def _archived_objectives(self, m, F):
+        return np.column_stack([self.parent.objective_values(m), F])
+
+    def __repr__(self):
+        return f"ScalarizedProblem({self.parent!r}, scoring={self.scoring!r})"
+
+
+def bind_problem(algorithm, problem):
+    """Make :func:`moprune.search` run ``algorithm`` on ``problem`` instead of the one it was given.
+
+    Factories of single-objective algorithms call it with ``problem.scalarized(scoring)``, so the
+    search minimises ``-score`` while the archive and result stay those of the original problem.
+
+    Returns:
+        ``algorithm``, for chaining.
+    """
+    algorithm.moprune_problem = problem
+    return algorithm

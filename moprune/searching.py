@@ -1,0 +1,167 @@
+"""``moprune.search``: run any registered algorithm on a :class:`moprune.PruningProblem`.
+
+Example:
+    >>> result = moprune.search(problem, "nsga2", pop_size=40, n_evals=500, seed=0)
+    >>> len(result.archive)
+    500
+"""
+
+import numbers
+import time
+
+from pymoo.core.algorithm import Algorithm
+from pymoo.termination.max_eval import MaximumFunctionCallTermination
+from pymoo.termination.max_gen import MaximumGenerationTermination
+from tqdm.auto import tqdm
+
+from moprune.algorithms import ALGORITHMS
+from moprune.archive import SearchResult
+from moprune.exceptions import MopruneError, invalid_value
+from moprune.logging import get_logger
+from moprune.problem import PruningProblem
+
+logger = get_logger("search")
+
+_MAX_STALLS = 100
+
+
+def _check_count(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise invalid_value(name, f"an int >= {minimum}", value)
+    return int(value)
+
+
+def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
+           progress=False, **options):
+    """Search ``problem`` with a registered algorithm and return every candidate it asked for.
+
+    The algorithm is built by its registry factory (``make_xxx(problem, pop_size=..., **options)``).
+    If the factory bound another problem to it (see :func:`moprune.problem.bind_problem`, e.g.
+    the scalarized view used by ``"ga"``), that problem is searched; the archive is the same.
+
+    Budget: exactly one of ``n_gen`` (generations, the initial population being generation 0)
+    and ``n_evals`` (candidates requested, cache hits included; the last generation is cut
+    short so that the archive holds exactly ``n_evals`` entries).
+
+    Each run starts a fresh archive on ``problem``; the evaluator's cache is kept, so a second
+    run on the same problem is served from it (its entries say ``cached=True``).
+
+    Args:
+        problem: A :class:`moprune.PruningProblem`.
+        algorithm: A registered name (see ``moprune.algorithms.ALGORITHMS.names()``) or a
+            configured pymoo ``Algorithm`` that has not run yet (then ``options`` must be empty;
+            it is run in place, so its final state can be inspected afterwards).
+        pop_size: Population size passed to the factory.
+        n_gen: Number of generations.
+        n_evals: Number of candidates.
+        seed: Seed of the run, handed to pymoo (all operators draw from its generator).
+        callback: Optional ``callable(algorithm)`` called after every generation.
+        progress: Show a progress bar of the candidates (it turns itself off when stderr is not
+            a terminal).
+        **options: Options of the algorithm's factory (unknown ones raise ``TypeError``).
+
+    Returns:
+        A :class:`moprune.SearchResult`.
+
+    Raises:
+        MopruneValueError: A bad budget, population size, seed or algorithm name.
+        TypeError: Unknown options.
+    """
+    if not isinstance(problem, PruningProblem):
+        raise invalid_value("problem", "a moprune.PruningProblem", type(problem).__name__)
+    if (n_gen is None) == (n_evals is None):
+        raise invalid_value("n_gen, n_evals", "exactly one of them set", (n_gen, n_evals))
+    if n_gen is not None:
+        n_gen = _check_count("n_gen", n_gen)
+        termination = MaximumGenerationTermination(n_gen)
+    else:
+        n_evals = _check_count("n_evals", n_evals)
+        termination = MaximumFunctionCallTermination(n_evals)
+    pop_size = _check_count("pop_size", pop_size)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise invalid_value("seed", "an int >= 0", seed)
+    seed = int(seed)
+    if callback is not None and not callable(callback):
+        raise invalid_value("callback", "None or a callable(algorithm)", callback)
+
+    if isinstance(algorithm, Algorithm):
+        if options:
+            raise TypeError(f"options {sorted(options)} cannot be given with an Algorithm instance")
+        # run in place (its state stays inspectable after the run); a used instance is refused
+        if algorithm.problem is not None:
+            raise invalid_value("algorithm", "a pymoo Algorithm that has not been run yet (build a new one)",
+                                type(algorithm).__name__)
+        name, algo = type(algorithm).__name__, algorithm
+    elif isinstance(algorithm, str):
+        name = algorithm
+        algo = ALGORITHMS.get(name)(problem, pop_size=pop_size, **options)
+    else:
+        raise invalid_value("algorithm", f"one of {ALGORITHMS.names()} or a pymoo Algorithm", algorithm)
+
+    run_problem = getattr(algo, "moprune_problem", None)
+    if run_problem is None:
+        run_problem = problem
+    root = getattr(run_problem, "parent", run_problem)
+    root.reset()
+    base_accuracy = root.base_accuracy  # measured before the run, outside the counters' story
+    counters_before = dict(root.evaluator.counters()) if hasattr(root.evaluator, "counters") else None
+
+    setup = {"termination": termination, "seed": seed, "verbose": False}
+    if callback is not None:
+        setup["callback"] = callback
+    algo.setup(run_problem, **setup)
+
+    start = time.perf_counter()
+    bar = tqdm(total=n_evals, desc=name, unit="candidate", disable=None if progress else True, leave=False)
+    try:
+        _run(algo, run_problem, root, n_evals, name, bar)
+    finally:
+        bar.close()
+    result = algo.result()
+    result.algorithm = algo  # as pymoo's minimize does
+
+    if counters_before is not None:
+        after = root.evaluator.counters()
+        logger.info("%s: %d candidates in %.1f s (%d run, %d from the cache, %d failed)", name,
+                    len(root.archive), time.perf_counter() - start,
+                    after["n_evaluated"] - counters_before["n_evaluated"],
+                    after["n_cached"] - counters_before["n_cached"],
+                    after["n_failed"] - counters_before["n_failed"])
+    return SearchResult(
+        archive=root.archive,
+        objectives=tuple(run_problem.result_objectives),
+        algorithm=name,
+        seed=seed,
+        base_accuracy=base_accuracy,
+        base_macs=float(root.base_macs),
+        base_params=float(root.base_params),
+        max_accuracy_drop=root.max_accuracy_drop,
+        pymoo_result=result,
+        space=root.space,
+    )
+
+
+def _run(algo, run_problem, root, n_evals, name, bar):
+    """The ask-evaluate-tell loop; the last generation is cut to fit an ``n_evals`` budget."""
+    stalls = 0
+    while algo.has_next():
+        infills = algo.infill()
+        if infills is None:
+            algo.advance()
+            continue
+        run_problem.generation = int(algo.n_iter) - 1
+        before = len(root.archive)
+        if n_evals is not None:
+            remaining = n_evals - before
+            if remaining <= 0:
+                break
+            if len(infills) > remaining:
+                infills = infills[:remaining]
+        algo.evaluator.eval(run_problem, infills, algorithm=algo)
+        algo.advance(infills=infills)
+        logger.debug("%s: generation %d done, %d candidates so far", name, run_problem.generation,
+                     len(root.archive))
+        bar.update(len(root.archive) - before)
+        stalls = stalls + 1 if len(root.archive) == before else 0
+        if stalls >= _MAX_STALLS:
+            raise MopruneError(f"algorithm {name!r} asked for no new candidate in {_MAX_STALLS} generations")

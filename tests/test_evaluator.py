@@ -1,0 +1,247 @@
+"""Evaluator: fixed subset, cache keyed by plan, counters, failures, fine-tuning, BN re-estimation."""
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest_search import H1, H2, TinySpace, make_data, make_mlp, tiny_model
+from moprune.evaluation import EvalRecord, EvaluationCache, Evaluator, has_batchnorm, plan_seed
+from moprune.exceptions import MopruneError, MopruneValueError
+from moprune.space.base import Plan
+from moprune.train import evaluate
+
+VAL = make_data(400, seed=2)
+TRAIN = make_data(600, seed=3)
+
+
+def _genomes(seed, n):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, H1 + H2)) < 0.6
+    X[:, 0] = X[:, H1] = True
+    return X
+
+
+class AliasSpace(TinySpace):
+    """The last bit is ignored: genomes that differ only there decode to the same plan."""
+
+    def decode(self, x):
+        x = np.array(self.check_genome(x), dtype=bool)
+        x[-1] = True
+        return super().decode(x)
+
+
+class NaNSpace(TinySpace):
+    """Materialized models output NaN."""
+
+    def materialize(self, x_or_plan):
+        model = super().materialize(x_or_plan)
+        with torch.no_grad():
+            model[0].weight.fill_(float("nan"))
+        return model
+
+
+class DropoutSpace(TinySpace):
+    """Materialized models have a dropout layer (randomness from torch's global generator)."""
+
+    def materialize(self, x_or_plan):
+        model = super().materialize(x_or_plan)
+        return nn.Sequential(model[0], nn.Dropout(0.3), *list(model)[1:]).eval()
+
+
+def test_fixed_seeded_subset_and_accuracy():
+    ev = Evaluator(VAL, n_samples=100, batch_size=30, seed=5, num_threads=1)
+    again = Evaluator(VAL, n_samples=100, seed=5)
+    other = Evaluator(VAL, n_samples=100, seed=6)
+    assert len(ev.val_subset) == 100
+    assert torch.equal(ev.val_subset.tensors[0], again.val_subset.tensors[0])
+    assert not torch.equal(ev.val_subset.tensors[0], other.val_subset.tensors[0])
+    model = tiny_model()
+    assert ev.evaluate_model(model) == pytest.approx(evaluate(model, ev.val_subset))
+    assert Evaluator(VAL, n_samples=None).val_subset.tensors[0] is not None
+    assert len(Evaluator(VAL, n_samples=5000).val_subset) == 400
+
+
+def test_records_match_direct_evaluation():
+    space = TinySpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, num_threads=1)
+    X = _genomes(0, 4)
+    records = ev.evaluate(space, X)
+    assert [type(r) for r in records] == [EvalRecord] * 4
+    for x, r in zip(X, records):
+        assert r.accuracy == pytest.approx(evaluate(space.materialize(x), VAL))
+        assert r.plan_key == space.decode(x).key and not r.cached and r.seconds > 0 and r.error is None
+
+
+def test_cache_is_keyed_by_plan_and_counters_add_up():
+    space = AliasSpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, num_threads=1)
+    X = _genomes(1, 5)
+    twin = X.copy()
+    twin[:, -1] = ~twin[:, -1]  # different genomes, same plans
+    records = ev.evaluate(space, np.vstack([X, twin, X[:2]]))
+    assert space.n_materialized == 5
+    assert ev.n_evaluated == 5 and ev.n_cached == 7 and ev.n_evaluated + ev.n_cached == 12
+    assert [r.cached for r in records] == [False] * 5 + [True] * 7
+    assert [r.accuracy for r in records[5:10]] == [r.accuracy for r in records[:5]]
+    assert all(r.seconds == 0.0 for r in records[5:])
+    assert len(ev.cache) == 5
+    ev.reset_counters()
+    assert ev.counters() == {"n_evaluated": 0, "n_cached": 0, "n_failed": 0}
+
+
+def test_duplicates_inside_one_population_run_once():
+    space = TinySpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, num_threads=1)
+    x = _genomes(2, 1)
+    records = ev.evaluate(space, np.repeat(x, 4, axis=0))
+    assert space.n_materialized == 1 and [r.cached for r in records] == [False, True, True, True]
+
+
+def test_cache_off_runs_everything():
+    space = TinySpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, cache=False, num_threads=1)
+    ev.evaluate(space, np.repeat(_genomes(2, 1), 3, axis=0))
+    assert space.n_materialized == 3 and ev.n_evaluated == 3 and ev.n_cached == 0
+
+
+def test_cache_size_limit_and_state_dict():
+    cache = EvaluationCache(max_size=2)
+    for k in "abc":
+        cache.put(EvalRecord(plan_key=k, accuracy=0.5))
+    assert len(cache) == 2 and "a" not in cache and cache.get("c").accuracy == 0.5
+    restored = EvaluationCache()
+    restored.load_state_dict(pickle.loads(pickle.dumps(cache.state_dict())))
+    assert list(restored._records) == ["b", "c"] and restored.max_size == 2
+    with pytest.raises(MopruneValueError, match="max_size must be None or a positive int; got 0"):
+        EvaluationCache(max_size=0)
+
+
+def test_exception_is_recorded_and_cached():
+    space = TinySpace(tiny_model(), fail_if=lambda plan: len(plan.kept[1][1]) < 20)
+    ev = Evaluator(VAL, n_samples=None, num_threads=1)
+    X = np.ones((3, H1 + H2), dtype=bool)
+    X[1, H1 + 10:] = False
+    X[2, :5] = False
+    records = ev.evaluate(space, np.vstack([X, X[1:2]]))
+    assert records[1].error == "RuntimeError: materialize failed on purpose"
+    assert math.isnan(records[1].accuracy) and records[1].failed
+    assert records[3].failed and records[3].cached
+    assert records[0].accuracy > 0.5 and not records[2].failed
+    assert ev.n_failed == 1 and ev.n_evaluated == 3 and ev.n_cached == 1
+
+
+def test_nan_loss_while_finetuning_is_a_failure():
+    space = NaNSpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, finetune=2, train_data=TRAIN, num_threads=1)
+    record = ev.evaluate(space, _genomes(3, 1))[0]
+    assert record.failed and record.error.startswith("FloatingPointError: fine-tuning loss is nan")
+
+
+@pytest.mark.parametrize("space_class", [TinySpace, DropoutSpace])
+def test_finetuning_is_reproducible_in_any_order(space_class):
+    space = space_class(tiny_model())
+    rng_state = torch.get_rng_state()
+    X = _genomes(4, 3)
+    X[:, H1 // 2:H1] = False  # prune hard, so fine-tuning matters
+    options = {"steps": 5, "lr": 0.05, "batch_size": 64}
+    a = Evaluator(VAL, n_samples=None, finetune=options, train_data=TRAIN, num_threads=1)
+    b = Evaluator(VAL, n_samples=None, finetune=options, train_data=TRAIN, num_threads=1)
+    forward = [r.accuracy for r in a.evaluate(space, X)]
+    torch.rand(3)  # whatever happens to the global generator in between
+    backward = [r.accuracy for r in b.evaluate(space, X[::-1])][::-1]
+    assert forward == backward
+    torch.set_rng_state(rng_state)
+    a.cache.clear()
+    a.evaluate(space, X)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # evaluation leaves the global generator alone
+    plain = [r.accuracy for r in Evaluator(VAL, n_samples=None, num_threads=1).evaluate(space, X)]
+    assert forward != plain
+    assert all(np.isfinite(r.loss) for r in a.evaluate(space, X))  # cached records keep the loss
+    assert plan_seed(0, "abc") == plan_seed(0, "abc") != plan_seed(1, "abc")
+    # the base model is untouched by fine-tuning
+    assert Evaluator(VAL, n_samples=None).evaluate_model(space.model) == pytest.approx(evaluate(tiny_model(), VAL))
+
+
+def test_bn_recalibration_reestimates_running_statistics():
+    model = make_mlp(train=False, bn=True)
+    bn = model[1]
+    bn.running_mean.fill_(100.0)
+    bn.running_var.fill_(1e-4)
+    assert has_batchnorm(model) and not has_batchnorm(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, train_data=TRAIN, bn_batches=2, bn_batch_size=100, num_threads=1)
+    ev._recalibrate_bn(model)
+    pre = model[0](TRAIN.tensors[0][:200]).detach()
+    torch.testing.assert_close(bn.running_mean, pre.mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training
+
+
+def test_bn_recalibration_modes():
+    space = TinySpace(make_mlp(train=True, bn=True))
+    x = _genomes(5, 1)
+    space.model[1].running_mean.fill_(50.0)  # stale statistics ruin the accuracy
+    auto = Evaluator(VAL, n_samples=None, train_data=TRAIN, num_threads=1).evaluate(space, x)[0].accuracy
+    off = Evaluator(VAL, n_samples=None, train_data=TRAIN, bn_recalibration=False,
+                    num_threads=1).evaluate(space, x)[0].accuracy
+    no_data = Evaluator(VAL, n_samples=None, num_threads=1).evaluate(space, x)[0].accuracy
+    assert off == no_data and auto > off + 0.2
+    assert space.model[1].running_mean[0].item() == 50.0  # the base model is untouched
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_samples": 0}, "n_samples must be an int >= 1 or None; got 0"),
+    ({"batch_size": -5}, "batch_size must be an int >= 1; got -5"),
+    ({"finetune": {"epochs": 1}, "train_data": TRAIN}, "finetune must be a dict with keys among"),
+    ({"finetune": 10}, "train_data must be a TensorDataset when finetune is set; got None"),
+    ({"bn_recalibration": True}, "train_data must be a TensorDataset when bn_recalibration=True"),
+    ({"bn_recalibration": "yes"}, "bn_recalibration must be one of ['auto', True, False]; got 'yes'"),
+    ({"seed": 1.5}, "seed must be an int; got 1.5"),
+    ({"num_threads": 0}, "num_threads must be an int >= 1 or None; got 0"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(MopruneValueError) as info:
+        Evaluator(VAL, **kwargs)
+    assert message in str(info.value)
+
+
+def test_val_data_must_be_a_tensor_dataset():
+    with pytest.raises(MopruneValueError, match="val_data must be a non-empty TensorDataset"):
+        Evaluator([1, 2, 3])
+
+
+def test_pickle_drops_data_deepcopy_shares_it():
+    ev = Evaluator(VAL, n_samples=50, train_data=TRAIN, num_threads=1)
+    blob = pickle.dumps(ev)
+    assert len(blob) < 10_000  # 50 val + 600 train samples would be far larger
+    clone = pickle.loads(blob)
+    with pytest.raises(MopruneError, match="attach_data"):
+        clone.val_subset
+    with pytest.raises(MopruneError, match="differ"):
+        clone.attach_data(make_data(400, seed=7), TRAIN)
+    clone.attach_data(VAL, TRAIN)
+    assert torch.equal(clone.val_subset.tensors[0], ev.val_subset.tensors[0])
+    twin = copy.deepcopy(ev)
+    assert twin.val_subset is ev.val_subset and twin.cache is not ev.cache
+
+
+def test_num_threads_is_restored():
+    before = torch.get_num_threads()
+    ev = Evaluator(VAL, n_samples=None, num_threads=1)
+    ev.evaluate(TinySpace(tiny_model()), _genomes(6, 1))
+    assert torch.get_num_threads() == before
+
+
+def test_evaluate_checks_the_population_shape():
+    ev = Evaluator(VAL, n_samples=None)
+    with pytest.raises(MopruneValueError, match=r"X must be an n x 64 array of genomes; got 'array of shape \(3,\)'"):
+        ev.evaluate(TinySpace(tiny_model()), np.ones(3, dtype=bool))
+
+
+def test_plan_is_the_cache_key():
+    record = EvalRecord(plan_key=Plan("channels", (), "k1").key, accuracy=0.25, seconds=1.0)
+    assert record.as_cached() == EvalRecord(plan_key="k1", accuracy=0.25, seconds=0.0, cached=True)
+    assert not isinstance(nn.Identity(), nn.modules.batchnorm._BatchNorm)

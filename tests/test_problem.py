@@ -1,0 +1,240 @@
+"""PruningProblem (objectives, constraint, archive, failures, scalarized view) and the scores."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest_search import H1, H2, TinySpace, make_data, tiny_model, tiny_problem
+from moprune.evaluation import Evaluator
+from moprune.exceptions import MopruneError, MopruneValueError
+from moprune.problem import OBJECTIVES, PruningProblem
+from moprune.scoring import SCORINGS, GeneCAIScore, Scoring, ThresholdScore, WeightedScore, make_scoring
+from moprune.train import evaluate
+
+
+def _genomes(seed=0, n=6):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, H1 + H2)) < rng.uniform(0.2, 1.0, size=(n, 1))
+    X[:, 0] = X[:, H1] = True
+    X[0] = True
+    return X
+
+
+# ---------------------------------------------------------------- problem
+def test_problem_matches_space_and_evaluator():
+    problem = tiny_problem(objectives=("error", "macs", "params", "sparsity"))
+    assert problem.n_var == H1 + H2 and problem.n_obj == 4 and problem.n_ieq_constr == 0
+    assert problem.vtype is bool
+    X = _genomes()
+    out = problem.evaluate(X, return_as_dictionary=True)
+    F = out["F"]
+    assert F.shape == (6, 4)
+    cost = problem.space.cost(X)
+    val = problem.evaluator.val_subset
+    for i, x in enumerate(X):
+        acc = evaluate(problem.space.materialize(x), val)
+        assert F[i, 0] == pytest.approx(1.0 - acc, abs=1e-12)
+    np.testing.assert_allclose(F[:, 1], cost["macs_ratio"])
+    np.testing.assert_allclose(F[:, 2], cost["params_ratio"])
+    np.testing.assert_allclose(F[:, 3], 1.0 - cost["sparsity"])
+    # the unpruned genome: base accuracy and ratios of 1
+    assert F[0, 0] == pytest.approx(1.0 - problem.base_accuracy)
+    assert F[0, 1] == F[0, 2] == 1.0 and F[0, 3] == 1.0
+    assert len(problem.archive) == 6
+    e = problem.archive[3]
+    assert e.objectives == tuple(F[3]) and e.accuracy == pytest.approx(1.0 - F[3, 0])
+    assert e.macs == cost["macs"][3] and e.summary["kept/hidden1"] == int(X[3, :H1].sum())
+    assert e.plan_key == problem.space.decode(X[3]).key and e.feasible and e.error is None
+
+
+def test_archive_order_generation_and_cache_flags():
+    problem = tiny_problem()
+    X = _genomes(n=4)
+    problem.evaluate(X)
+    problem.generation = 1
+    problem.evaluate(X[::-1])
+    assert len(problem.archive) == 8
+    assert [e.generation for e in problem.archive] == [0] * 4 + [1] * 4
+    assert [e.cached for e in problem.archive] == [False] * 4 + [True] * 4
+    assert [e.plan_key for e in problem.archive[4:]] == [e.plan_key for e in problem.archive[3::-1]]
+    assert all(e.seconds == 0.0 for e in problem.archive[4:])
+    assert problem.evaluator.n_evaluated == 4 and problem.evaluator.n_cached == 4
+
+
+def test_constraint_is_drop_minus_threshold():
+    problem = tiny_problem(max_accuracy_drop=5.0)
+    assert problem.n_ieq_constr == 1
+    X = _genomes(seed=3, n=8)
+    out = problem.evaluate(X, return_as_dictionary=True)
+    drop = 100.0 * (problem.base_accuracy - (1.0 - out["F"][:, 0]))
+    np.testing.assert_allclose(out["G"][:, 0], drop - 5.0)
+    assert [e.feasible for e in problem.archive] == list(out["G"][:, 0] <= 0)
+    assert out["G"][0, 0] == pytest.approx(-5.0)  # the unpruned model drops nothing
+
+
+def test_failed_candidate_gets_worst_values_and_error():
+    space = TinySpace(tiny_model(), fail_if=lambda plan: len(plan.kept[0][1]) == 3)
+    evaluator = Evaluator(make_data(300, seed=2), n_samples=None, num_threads=1)
+    problem = PruningProblem(space, evaluator, objectives=("error", "macs", "sparsity"), max_accuracy_drop=2)
+    X = np.ones((3, H1 + H2), dtype=bool)
+    X[1, 3:H1] = False  # 3 units kept in hidden1: fails
+    X[2, 5:H1] = False
+    out = problem.evaluate(X, return_as_dictionary=True)
+    np.testing.assert_allclose(out["F"][1], [1.0, 1.0, 1.0])
+    assert out["G"][1, 0] == pytest.approx(100.0 * problem.base_accuracy - 2.0)
+    bad = problem.archive[1]
+    assert "materialize failed on purpose" in bad.error and math.isnan(bad.accuracy) and not bad.feasible
+    assert problem.archive[2].error is None and problem.archive[2].accuracy > 0.2
+    assert evaluator.n_failed == 1
+
+
+@pytest.mark.parametrize("objectives", [("error", "latency"), (), ("error", "error"), "accuracy", 3])
+def test_bad_objectives_are_refused(objectives):
+    with pytest.raises(MopruneValueError) as info:
+        tiny_problem(objectives=objectives)
+    message = str(info.value)
+    assert message.startswith("objectives must be") and "'sparsity'" in message and repr(objectives) in message
+
+
+@pytest.mark.parametrize("drop", [-1, 100.5, "2", True])
+def test_bad_threshold_is_refused(drop):
+    with pytest.raises(MopruneValueError, match=r"max_accuracy_drop must be .*\[0, 100\]; got"):
+        tiny_problem(max_accuracy_drop=drop)
+
+
+def test_objective_names():
+    assert OBJECTIVES == ("error", "macs", "params", "sparsity")
+
+
+def test_scalarized_view_shares_state_and_minimises_negative_score():
+    problem = tiny_problem(max_accuracy_drop=3.0)
+    view = problem.scalarized("weighted", w_acc=1.0, w_macs=0.5)
+    assert view.n_obj == 1 and view.n_ieq_constr == 1 and view.space is problem.space
+    assert view.evaluator is problem.evaluator and view.objectives == ("neg_score",)
+    assert view.result_objectives == ("error", "macs", "neg_score")
+    X = _genomes(n=5)
+    out = view.evaluate(X, return_as_dictionary=True)
+    acc = 1.0 - np.array([e.objectives[0] for e in problem.archive])
+    macs = np.array([e.objectives[1] for e in problem.archive])
+    np.testing.assert_allclose(out["F"][:, 0], -(acc + 0.5 * (1.0 - macs)))
+    np.testing.assert_allclose([e.objectives[2] for e in problem.archive], out["F"][:, 0])
+    assert len(problem.archive) == 5 and view.archive is problem.archive
+    view.generation = 4
+    assert problem.generation == 4
+    assert view.base_accuracy == problem.base_accuracy
+    assert out["G"].shape == (5, 1)
+
+
+def test_pickling_leaves_the_data_out():
+    problem = tiny_problem()
+    problem.evaluate(_genomes(n=3))
+    clone = pickle.loads(pickle.dumps(problem))
+    assert clone.evaluator._val is None and len(clone.evaluator.cache) == 3
+    assert len(clone.archive) == 3 and clone.base_accuracy == problem.base_accuracy
+    x = _genomes(seed=9, n=2)[1:]
+    with pytest.raises(MopruneError, match="attach_data"):
+        clone.evaluator.evaluate(clone.space, x)
+    # cached plans need no data
+    assert clone.evaluator.evaluate(clone.space, _genomes(n=3))[2].cached
+    clone.evaluator.attach_data(make_data(300, seed=2))
+    assert clone.evaluator.evaluate(clone.space, x)[0].accuracy == problem.evaluator.evaluate(problem.space, x)[0].accuracy
+
+
+# ---------------------------------------------------------------- scores
+def test_weighted_score_is_equation_1():
+    score = WeightedScore(w_acc=2.0, w_macs=0.5)
+    s = score(np.array([0.9, 0.5]), np.array([0.4, 1.0]), [0.3, 0.3], [0.1, 0.1], 0.95)
+    np.testing.assert_allclose(s, [2 * 0.9 + 0.5 * 0.6, 2 * 0.5])
+    assert WeightedScore(w_acc=0, w_macs=0, w_params=1)(0.5, 0.5, 0.25, 0, 1)[0] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"w_acc": -1.0}, "w_acc"), ({"w_macs": -0.1}, "w_macs"),
+                                          ({"w_macs": float("nan")}, "w_macs"), ({"w_acc": "1"}, "w_acc")])
+def test_weighted_score_refuses_bad_weights(kwargs, name):
+    with pytest.raises(MopruneValueError) as info:
+        WeightedScore(**kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{name} must be a finite real number >= 0; got") and repr(list(kwargs.values())[0]) in message
+
+
+def test_weighted_score_refuses_all_zero():
+    with pytest.raises(MopruneValueError, match=r"weights not all zero; got \(0, 0, 0.0, 0.0\)"):
+        WeightedScore(w_acc=0, w_macs=0)
+
+
+def test_threshold_score_is_algorithm_1():
+    score = ThresholdScore(threshold=2.0, epsilon=10.0, lam=0.5)
+    # drops of 1 and 5 points, half the parameters gone
+    s = score(np.array([0.89, 0.85]), 0.7, 0.5, 0.0, 0.90)
+    np.testing.assert_allclose(s, [50.0, 50.0 / 15.0 - 2.5])
+    # accuracy above the base: negative drop, still inside
+    assert score(0.95, 1.0, 0.2, 0, 0.9)[0] == pytest.approx(80.0)
+    assert ThresholdScore(threshold=2, cost="macs")(0.9, 0.25, 1.0, 0, 0.9)[0] == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize("kwargs, name, allowed", [
+    ({"threshold": 101}, "threshold", "[0.0, 100.0]"), ({"threshold": -0.5}, "threshold", "[0.0, 100.0]"),
+    ({"lam": 1.5}, "lam", "[0.0, 1.0]"), ({"epsilon": 0}, "epsilon", "(0.0, inf]"),
+    ({"cost": "flops"}, "cost", "['macs', 'params']")])
+def test_threshold_score_refuses_bad_arguments(kwargs, name, allowed):
+    with pytest.raises(MopruneValueError) as info:
+        ThresholdScore(**kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{name} must be") and allowed in message
+    assert f"got {list(kwargs.values())[0]!r}" in message or f"got {float(list(kwargs.values())[0])!r}" in message
+
+
+def test_genecai_score_is_equation_9_with_penalty_7():
+    score = GeneCAIScore(acc_threshold=80.0)
+    base = 0.935
+    s = score(np.array([0.90, 0.70]), np.array([0.5, 0.2]), 1.0, 0.0, base)
+    expected_in = math.exp(0.5) / 3.5
+    expected_out = math.exp(0.8) / (23.5 + math.exp(10.0))
+    np.testing.assert_allclose(s, [expected_in, expected_out], rtol=1e-12)
+    # no accuracy drop: the penalty is floored at min_penalty points
+    assert score(0.95, 0.5, 1, 0, base)[0] == pytest.approx(math.exp(0.5) / 0.1)
+    # monotone: less accuracy, lower score; fewer MACs, higher score
+    assert score(0.91, 0.5, 1, 0, base)[0] > score(0.90, 0.5, 1, 0, base)[0]
+    assert score(0.90, 0.4, 1, 0, base)[0] > score(0.90, 0.5, 1, 0, base)[0]
+
+
+def test_genecai_score_refuses_bad_arguments():
+    with pytest.raises(MopruneValueError, match=r"acc_threshold must be a real number in \[0.0, 100.0\]; got 120"):
+        GeneCAIScore(acc_threshold=120)
+    with pytest.raises(MopruneValueError, match="min_penalty"):
+        GeneCAIScore(min_penalty=0)
+
+
+def test_make_scoring_resolves_names_and_lists_choices():
+    assert SCORINGS.names() == ["genecai", "threshold", "weighted"]
+    assert isinstance(make_scoring("threshold", threshold=1.0), ThresholdScore)
+    s = WeightedScore()
+    assert make_scoring(s) is s
+    with pytest.raises(TypeError, match="w_acc"):
+        make_scoring(s, w_acc=1)
+    with pytest.raises(MopruneValueError, match="unknown scoring 'pareto'; choose one of: genecai, threshold, weighted"):
+        make_scoring("pareto")
+    with pytest.raises(TypeError, match="w_flops"):
+        make_scoring("weighted", w_flops=1)
+    assert isinstance(s, Scoring)
+
+
+_fraction = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(_fraction, _fraction, _fraction, _fraction), min_size=1, max_size=8), base=_fraction)
+def test_scores_are_vectorised_elementwise(rows, base):
+    acc, macs, params, sparsity = (np.array(c) for c in zip(*rows))
+    for score in (WeightedScore(w_acc=1.0, w_macs=0.3, w_params=0.2), ThresholdScore(threshold=2.0),
+                  GeneCAIScore(acc_threshold=50.0)):
+        together = score(acc, macs, params, sparsity, base)
+        alone = [score(a, m, p, s, base)[0] for a, m, p, s in rows]
+        assert together.shape == (len(rows),) and np.all(np.isfinite(together))
+        np.testing.assert_allclose(together, alone, rtol=1e-12)
+        # fewer MACs/params never lowers a score
+        assert np.all(score(acc, macs * 0.5, params * 0.5, sparsity, base) >= together - 1e-12)
