@@ -32,7 +32,7 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.threshold_ga import SeedAlgorithm, check_int, check_real, reject_unknown
+from moprune.algorithms.base import SeedAlgorithm, check_int, check_real, reject_unknown
 from moprune.exceptions import invalid_value
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, WeightedScore, make_scoring

@@ -30,7 +30,7 @@ from pymoo.core.population import Population
 from pymoo.core.termination import Termination
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.threshold_ga import check_choice, check_int, check_real, reject_unknown
+from moprune.algorithms.base import check_choice, check_int, check_real, reject_unknown
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
 from moprune.problem import bind_problem
