@@ -16,7 +16,7 @@ $(STAMP): setup.cfg setup.py constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/moprune train mnist_cnn
+	$(BIN)/moprune demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

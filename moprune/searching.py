@@ -32,7 +32,7 @@ def _check_count(name, value, minimum=1):
 
 
 def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
-           progress=False, **options):
+           progress=False, on_generation=None, resume=None, **options):
     """Search ``problem`` with a registered algorithm and return every candidate it asked for.
 
     The algorithm is built by its registry factory (``make_xxx(problem, pop_size=..., **options)``).
@@ -58,6 +58,16 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
         callback: Optional ``callable(algorithm)`` called after every generation.
         progress: Show a progress bar of the candidates (it turns itself off when stderr is not
             a terminal).
+        on_generation: Optional ``callable(algorithm, problem)`` called after every generation
+            that evaluated candidates, once the algorithm has taken them in (``problem`` is the
+            root :class:`moprune.PruningProblem`, whose archive then holds that generation).
+            :mod:`moprune.runs` writes its checkpoints here. Unlike ``callback`` it is not
+            stored on the algorithm, so the algorithm stays picklable.
+        resume: ``None``, or ``{"algorithm": a pymoo Algorithm set up on this problem and
+            advanced some generations (e.g. unpickled from a checkpoint), "archive": the
+            problem's archive at that moment}``: the run continues from there (no new setup;
+            ``algorithm`` must then be the registry name the run started with, for the result's
+            name, and ``options`` are not used).
         **options: Options of the algorithm's factory (unknown ones raise ``TypeError``).
 
     Returns:
@@ -83,8 +93,17 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
     seed = int(seed)
     if callback is not None and not callable(callback):
         raise invalid_value("callback", "None or a callable(algorithm)", callback)
-
-    if isinstance(algorithm, Algorithm):
+    if on_generation is not None and not callable(on_generation):
+        raise invalid_value("on_generation", "None or a callable(algorithm, problem)", on_generation)
+    if resume is not None:
+        if (not isinstance(resume, dict) or set(resume) != {"algorithm", "archive"}
+                or not isinstance(resume["algorithm"], Algorithm) or resume["algorithm"].problem is None):
+            raise invalid_value("resume", 'None or {"algorithm": a set-up pymoo Algorithm, "archive": list}',
+                                type(resume).__name__)
+        if not isinstance(algorithm, str):
+            raise invalid_value("algorithm", "the registry name of the resumed run", algorithm)
+        name, algo = algorithm, resume["algorithm"]
+    elif isinstance(algorithm, Algorithm):
         if options:
             raise TypeError(f"options {sorted(options)} cannot be given with an Algorithm instance")
         # run in place (its state stays inspectable after the run); a used instance is refused
@@ -102,19 +121,25 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
     if run_problem is None:
         run_problem = problem
     root = getattr(run_problem, "parent", run_problem)
+    if resume is not None and root is not problem:
+        raise invalid_value("resume", "an algorithm set up on this problem", type(root).__name__)
     root.reset()
     base_accuracy = root.base_accuracy  # measured before the run, outside the counters' story
     counters_before = dict(root.evaluator.counters()) if hasattr(root.evaluator, "counters") else None
 
-    setup = {"termination": termination, "seed": seed, "verbose": False}
-    if callback is not None:
-        setup["callback"] = callback
-    algo.setup(run_problem, **setup)
+    if resume is None:
+        setup = {"termination": termination, "seed": seed, "verbose": False}
+        if callback is not None:
+            setup["callback"] = callback
+        algo.setup(run_problem, **setup)
+    else:
+        root.archive = list(resume["archive"])
 
     start = time.perf_counter()
-    bar = tqdm(total=n_evals, desc=name, unit="candidate", disable=None if progress else True, leave=False)
+    bar = tqdm(total=n_evals, desc=name, unit="candidate", disable=None if progress else True, leave=False,
+               initial=len(root.archive))
     try:
-        _run(algo, run_problem, root, n_evals, name, bar)
+        _run(algo, run_problem, root, n_evals, name, bar, on_generation)
     finally:
         bar.close()
     result = algo.result()
@@ -141,7 +166,7 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
     )
 
 
-def _run(algo, run_problem, root, n_evals, name, bar):
+def _run(algo, run_problem, root, n_evals, name, bar, on_generation=None):
     """The ask-evaluate-tell loop; the last generation is cut to fit an ``n_evals`` budget."""
     stalls = 0
     while algo.has_next():
@@ -162,6 +187,8 @@ def _run(algo, run_problem, root, n_evals, name, bar):
         logger.debug("%s: generation %d done, %d candidates so far", name, run_problem.generation,
                      len(root.archive))
         bar.update(len(root.archive) - before)
+        if on_generation is not None:
+            on_generation(algo, root)
         stalls = stalls + 1 if len(root.archive) == before else 0
         if stalls >= _MAX_STALLS:
             raise MopruneError(f"algorithm {name!r} asked for no new candidate in {_MAX_STALLS} generations")

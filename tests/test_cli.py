@@ -1,16 +1,31 @@
+"""The ``moprune`` command line, driven through subprocesses.
+
+Every search here is tiny: LeNet-5 with a weights file trained in-process on 3,000 images,
+200 validation images per candidate, populations of 8. ``OMP_NUM_THREADS=1`` keeps torch from
+fighting other processes for the 2 cores.
+"""
+
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
+import pandas as pd
 import pytest
+import torch
 
+from moprune.algorithms import ALGORITHMS
 from moprune.models import model_names
 
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "moprune", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+
+def run_cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "moprune", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **ENV, **(env or {})}, timeout=600, cwd=cwd)
 
 
 def test_unknown_model_exits_2_listing_the_choices():
@@ -36,3 +51,248 @@ def test_train_prints_validation_and_test_accuracy(tmp_path):
     assert match, proc.stdout
     assert float(match.group(1)) > 90 and float(match.group(2)) > 90
     assert len(os.listdir(tmp_path / "weights")) == 1
+
+
+# ----------------------------------------------------------------------------- a tiny run
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """LeNet-5 trained one epoch on 3,000 MNIST images (about 1 s on one thread)."""
+    from moprune.data import load_mnist, subset
+    from moprune.models import get_model
+    from moprune.train import fit
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = get_model("lenet5")
+        data = load_mnist()
+        fit(model, subset(data.train, 3000), epochs=2, lr=0.05, batch_size=64,
+            generator=torch.Generator().manual_seed(0), progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    path = tmp_path_factory.mktemp("weights") / "lenet5.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def tiny(weights, out, *extra, generations=4, seed=1):
+    return ["search", "--model", "lenet5", "--weights", weights, "--val-samples", "200", "--pop-size", "8",
+            "--generations", generations, "--seed", seed, "--out", out, "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def run_a(weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    proc = run_cli(*tiny(weights, out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_search_writes_a_run_directory(run_a):
+    out, proc = run_a
+    assert re.search(r"search finished: 32 candidates .* on the Pareto front, hypervolume 0\.\d+", proc.stdout)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["pop_size"] == 8 and config["generations"] == 4
+    assert config["seed"] == 1 and config["space"] == "channels" and config["algorithm"] == "nsga2"
+    df = pd.read_csv(out / "evaluations.csv", index_col="eval")
+    assert len(df) == 32 and list(df.index) == list(range(32))
+    assert df["generation"].tolist() == [g for g in range(4) for _ in range(8)]
+    assert df["accuracy"].between(0, 1).all() and df["macs_ratio"].between(0, 1).all()
+    assert (out / "checkpoint.pkl").exists() and (out / "result.pkl").exists()
+
+
+def test_report_prints_the_front_and_writes_files(run_a):
+    out, _ = run_a
+    proc = run_cli("report", out)
+    assert proc.returncode == 0, proc.stderr
+    front = pd.read_csv(out / "pareto.csv", index_col="eval")
+    assert 1 <= len(front) <= 32
+    assert "Pareto front" in proc.stdout and "MACs %" in proc.stdout
+    for eval_id in front.index:  # every front row is printed
+        assert re.search(rf"^{eval_id}\s", proc.stdout, re.M)
+    for name in ("pareto.png", "convergence.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_pick_prints_the_chosen_row(run_a):
+    out, _ = run_a
+    front = pd.read_csv(out / "pareto.csv", index_col="eval") if (out / "pareto.csv").exists() else None
+    proc = run_cli("pick", out, "--method", "knee")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"picked by knee: eval \d+", proc.stdout)
+    proc = run_cli("pick", out, "--max-drop", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"picked by max_drop: eval \d+", proc.stdout)
+    assert float(re.search(r"drop ([-\d.]+) points", proc.stdout).group(1)) <= 5.0
+    del front
+
+
+def test_retrain_prints_accuracy_and_reduction_and_exports(run_a):
+    out, _ = run_a
+    proc = run_cli("retrain", out, "--pick", "knee", "--epochs", "1", "--train-samples", "2000", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    acc = float(re.search(r"test accuracy ([\d.]+)%", proc.stdout).group(1))
+    assert 10.0 < acc <= 100.0
+    macs = re.search(r"MACs -([\d.]+)% \(([\d.]+)% of the base\)", proc.stdout)
+    assert abs(float(macs.group(1)) + float(macs.group(2)) - 100) < 0.2
+    import moprune
+
+    model = moprune.load(out / "retrained.pt")
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_export_writes_the_picked_model_and_onnx(run_a, tmp_path):
+    out, _ = run_a
+    target = tmp_path / "m.pt"
+    proc = run_cli("export", out, "--target-macs", "0.6", "--output", target, "--onnx", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    import moprune
+    from moprune.exporting import load_meta
+
+    model = moprune.load(target)
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    assert load_meta(target)["macs_ratio"] <= 0.6
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+def test_compare_prints_hypervolumes_and_plots(run_a, weights, tmp_path):
+    out_a, _ = run_a
+    out_b = tmp_path / "b"
+    proc = run_cli(*tiny(weights, out_b, "--algorithm", "random", generations=3))
+    assert proc.returncode == 0, proc.stderr
+    plot = tmp_path / "cmp.png"
+    proc = run_cli("compare", out_a, out_b, "--output", plot)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith(("a ", "b "))}
+    assert set(lines) == {"a", "b"}
+    assert lines["a"][1] == "1" and lines["a"][2] == "32" and lines["b"][2] == "24"
+    assert all(0 < float(lines[k][3]) < 1 for k in lines)
+    assert plot.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- kill and resume
+def archive_rows(out):
+    """The rows two equal runs share: everything but the wall time (``seconds``)."""
+    df = pd.read_csv(out / "evaluations.csv", index_col="eval", dtype={"genome": str, "plan_key": str})
+    return df.drop(columns=["seconds"])
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(weights, tmp_path):
+    args = ("--finetune-steps", "5", "--train-samples", "500")
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "moprune", *map(str, tiny(weights, killed, *args, generations=8))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+    csv = killed / "evaluations.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if csv.exists() and csv.read_text().count("\n") >= 1 + 8:  # header + generation 0
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "result.pkl").exists()
+    resumed = run_cli("search", "--resume", killed, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    full = run_cli(*tiny(weights, ref, *args, generations=8))
+    assert full.returncode == 0, full.stderr
+    a, b = archive_rows(killed), archive_rows(ref)
+    assert len(a) == 64 and list(a.index) == list(range(64))
+    pd.testing.assert_frame_equal(a, b)
+    import pickle
+
+    archives = [pickle.loads((d / "result.pkl").read_bytes())["archive"] for d in (killed, ref)]
+    assert [(e.plan_key, e.genome.tobytes(), e.accuracy, e.generation, e.objectives, e.cached)
+            for e in archives[0]] == [(e.plan_key, e.genome.tobytes(), e.accuracy, e.generation, e.objectives,
+                                       e.cached) for e in archives[1]]
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("option, value, choices", [
+    ("--model", "alexnet", model_names()),
+    ("--space", "filters", ["channels", "weights"]),
+    ("--algorithm", "cmaes", ALGORITHMS.names()),
+    ("--data", "imagenet", ["mnist", "mnist-idx:FOLDER", "cifar10:FOLDER"]),
+])
+def test_unknown_names_exit_2_listing_the_choices(tmp_path, option, value, choices):
+    proc = run_cli("search", option, value, "--out", tmp_path / "x")
+    assert proc.returncode == 2
+    assert value in proc.stderr
+    for choice in choices:
+        assert choice in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_unknown_option_exits_2_listing_the_options(tmp_path):
+    proc = run_cli("search", "--pop-sise", "4", "--out", tmp_path / "x")
+    assert proc.returncode == 2
+    assert "--pop-sise" in proc.stderr and "--pop-size" in proc.stderr and "--generations" in proc.stderr
+    proc = run_cli("search", "--algo-option", "mutation_rat=0.1", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "mutation_rat" in proc.stderr and "mutation_rate" in proc.stderr
+
+
+def test_an_out_folder_holding_another_run_is_refused(run_a, weights):
+    out, _ = run_a
+    before = (out / "evaluations.csv").read_bytes()
+    proc = run_cli(*tiny(weights, out, seed=2))
+    assert proc.returncode == 2
+    assert "different run" in proc.stderr and "seed" in proc.stderr and "--force" in proc.stderr
+    proc = run_cli("search", "--resume", out, "--seed", "2")
+    assert proc.returncode == 2 and "seed" in proc.stderr
+    assert (out / "evaluations.csv").read_bytes() == before
+
+
+def test_force_starts_over(run_a, weights, tmp_path):
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run_a[0], out)
+    proc = run_cli(*tiny(weights, out, "--force", generations=2, seed=5))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["seed"] == 5
+    assert len(pd.read_csv(out / "evaluations.csv")) == 16
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(run_a, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(run_a[0], out)
+    (out / "result.pkl").unlink()
+    data = (out / "checkpoint.pkl").read_bytes()
+    (out / "checkpoint.pkl").write_bytes(data[: len(data) // 3])
+    csv = (out / "evaluations.csv").read_bytes()
+    proc = run_cli("search", "--resume", out, "--quiet")
+    assert proc.returncode == 2
+    assert "checkpoint" in proc.stderr and "corrupt or truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "evaluations.csv").read_bytes() == csv
+    assert len(pd.read_csv(out / "evaluations.csv")) == 32
+
+
+def test_config_file_settings_and_unknown_keys(weights, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(f'model = "lenet5"\nweights = "{weights}"\nval-samples = 200\npop_size = 8\n'
+                    'generations = 1\nseed = 7\n[algorithm_options]\ncrossover = "single_point"\n')
+    proc = run_cli("search", "--config", good, "--seed", "8", "--out", tmp_path / "r", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["seed"] == 8 and config["val_samples"] == 200  # the command line wins over the file
+    assert config["algorithm_options"] == {"crossover": "single_point"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "lenet5"\npopulation = 8\n')
+    proc = run_cli("search", "--config", bad, "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "'population'" in proc.stderr and "pop_size" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_values_name_the_setting(tmp_path):
+    proc = run_cli("search", "--pop-size", "1", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "pop_size" in proc.stderr and "got 1" in proc.stderr
+    proc = run_cli("report", tmp_path / "nothing")
+    assert proc.returncode == 2 and "not a moprune run directory" in proc.stderr
