@@ -4,37 +4,54 @@ Document 001 alternates (1) a GA search and (2) retraining the elite, then start
 search from a population re-seeded around the elite. Here the run is split into ``n_rounds``
 rounds of equal share of the budget (generations or evaluations). Each round runs a fresh
 inner algorithm (``"nsga2"`` or ``"ga"``, built by its registry factory, so it has the same
-operators as when run alone); every round after the first starts from the previous round's
-elite (kept with its evaluation, not evaluated again) and ``pop_size - 1`` perturbations of
-it. The elite is the best candidate of the round's final population by ``elite_scoring``
-(feasible candidates first), read from the archive's measurements.
+operators as when run alone). The elite is the best candidate of the round's final population
+by ``elite_scoring`` (feasible candidates first), read from the archive's measurements.
 
-What "retrain the elite" means here (the honest part): the base model is **not** replaced by
-the retrained elite between rounds. In a channel space a genome indexes the channels of the
-base model; a retrained pruned model would be a different model with a different space, and
-the archive of one search would then mix accuracies measured on different weights (and the
-evaluation cache, keyed by plan, would return stale values). Instead:
+At a round boundary, with ``retrain_steps > 0``:
 
-- retraining *during* the search is the evaluator's job: an :class:`moprune.Evaluator` built
-  with ``finetune=...`` fine-tunes every candidate (the elite included) before measuring it,
-  which is document 000's fine-tune-in-the-loop and the per-candidate form of document 001's
-  step two;
-- retraining the final pick is :func:`moprune.retrain`, after the search.
+1. the elite is materialized and fine-tuned (:func:`moprune.train.finetune`, ``retrain_steps``
+   SGD steps on the evaluator's training subset, shuffled by a ``torch.Generator`` seeded from
+   the run's seed and the round index; unstructured spaces keep their pruned weights at zero);
+2. its weights are written back into a copy of the current full-size base model
+   (:meth:`moprune.space.ChannelSpace.rebase`, :meth:`moprune.space.WeightSpace.rebase`): kept
+   channels / weights take the retrained values, pruned ones keep the previous values. The
+   genome layout, importance ranking and costs do not change, so a genome keeps its meaning;
+3. the problem searches the rebased space from then on (``problem.space``, which the
+   scalarized view shares, and so ``SearchResult.space`` after the run), and the evaluator's
+   cache is cleared (a plan key no longer identifies the same weights);
+4. the next round starts from the elite and ``pop_size - 1`` perturbations of it; the elite is
+   evaluated again, on the new weights (one candidate of the budget).
 
-So a round boundary re-seeds the population near the elite genome; nothing else changes.
+Accuracies in the archive are thus measured on the weights of their round; the accuracy drop
+(constraint, scores) stays relative to ``problem.base_accuracy``, the accuracy of the
+**original** unpruned model. With ``retrain_steps=0`` (the default without training data) a
+round boundary only re-seeds: the elite is carried over with its evaluation and the weights
+never change (so too when the elite's own evaluation failed).
+
+Checkpoints: the retrained weights live in ``problem.space``. A pickled :class:`TwoStep` also
+carries them (a state dict), and once unpickled it puts them back into the space of the problem
+it is resumed on (:meth:`ChannelSpace.rebase` on the unpruned genome), since a run directory's
+checkpoint refers to the problem rebuilt from the original model.
 """
 
+import contextlib
+import copy
+import math
+
 import numpy as np
+import torch
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.population import Population
 from pymoo.core.termination import Termination
 
 from moprune.algorithms import ALGORITHMS
 from moprune.algorithms.base import check_choice, check_int, check_real, reject_unknown
-from moprune.exceptions import invalid_value
+from moprune.evaluation.evaluator import plan_seed
+from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, make_scoring
+from moprune.train import finetune
 
 __all__ = ["TwoStep", "make_two_step"]
 
@@ -77,16 +94,21 @@ class TwoStep(Algorithm):
         elite_scoring: The :class:`~moprune.scoring.Scoring` that picks the elite.
         reseed_rate: Closeness of the re-seeded population: per-gene flip probability for
             binary genomes, standard deviation (in units of the gene range) for real ones.
+        retrain_steps: SGD steps retraining the elite at each round boundary (0: no retraining;
+            then the space needs no ``rebase`` and the evaluator no training data).
+        retrain_lr: Learning rate of that retraining.
+        retrain_batch_size: Batch size of that retraining.
         **kwargs: pymoo ``Algorithm`` arguments.
 
     Attributes:
         round: Index of the current round.
         elites: The elite genome of every finished round.
+        retrain_losses: Mean training loss of every elite retraining.
         inner_algorithm: The pymoo algorithm of the current round.
     """
 
     def __init__(self, *, pop_size, inner="nsga2", inner_options=None, n_rounds=2, elite_scoring,
-                 reseed_rate=0.05, **kwargs):
+                 reseed_rate=0.05, retrain_steps=0, retrain_lr=0.01, retrain_batch_size=128, **kwargs):
         super().__init__(**kwargs)
         self.pop_size = check_int("pop_size", pop_size, low=2)
         self.inner = check_choice("inner", inner, INNER)
@@ -101,8 +123,13 @@ class TwoStep(Algorithm):
             raise invalid_value("elite_scoring", "a moprune.scoring.Scoring", elite_scoring)
         self.elite_scoring = elite_scoring
         self.reseed_rate = check_real("reseed_rate", reseed_rate, low=0.0, high=1.0, low_open=True)
+        self.retrain_steps = check_int("retrain_steps", retrain_steps, low=0)
+        self.retrain_lr = check_real("retrain_lr", retrain_lr, low=0.0, low_open=True)
+        self.retrain_batch_size = check_int("retrain_batch_size", retrain_batch_size, low=1)
         self.round = 0
         self.elites = []
+        self.retrain_losses = []
+        self.retrain_seed = None
         self.inner_algorithm = None
         self.root = None
 
@@ -121,6 +148,9 @@ class TwoStep(Algorithm):
 
     def _setup(self, problem, **kwargs):
         self.root = getattr(problem, "parent", problem)
+        if self.retrain_steps > 0:
+            # drawn only when retraining, so that runs without it keep their random stream
+            self.retrain_seed = int(self.random_state.integers(0, 2 ** 63 - 1))
 
     def _round_over(self):
         if self.round >= self.n_rounds - 1:
@@ -147,6 +177,14 @@ class TwoStep(Algorithm):
         key = np.where(feasible, scores, -np.inf) if feasible.any() else scores
         return int(np.argmax(key))
 
+    def _measured(self, x):
+        """Whether the latest archive entry of genome ``x`` has a finite accuracy."""
+        key = self.root._as_genomes(x)[0].tobytes()
+        for e in reversed(self.root.archive):
+            if np.asarray(e.genome).tobytes() == key:
+                return e.error is None and bool(np.isfinite(e.accuracy))
+        return False
+
     def reseed(self, elite):
         """``pop_size - 1`` genomes near ``elite`` (repaired), each differing in at least one gene."""
         rng = self.random_state
@@ -164,12 +202,97 @@ class TwoStep(Algorithm):
         pop = self.root.space.repair().do(self.problem, pop)
         return np.asarray(pop.get("X"))
 
+    # ---- retraining
+
+    def retrain_elite(self, x):
+        """Fine-tune the elite genome ``x`` and search a space rebased on its weights from now on.
+
+        Sets ``problem.space`` to ``space.rebase(retrained, plan)`` and clears the evaluator's
+        cache (see the module notes).
+
+        Returns:
+            The mean training loss of the fine-tuning.
+
+        Raises:
+            MopruneError: The loss is not finite.
+        """
+        space, evaluator = self.root.space, self.root.evaluator
+        plan = space.decode(x)
+        model = space.materialize(plan)
+        masks = space.masks(x) if hasattr(space, "masks") else {}
+        handles = []
+        for name, mask in masks.items():
+            weight = model.get_submodule(name).weight
+            # zero gradients keep pruned weights at exactly zero (no weight decay in finetune)
+            handles.append(weight.register_hook(lambda grad, keep=mask.to(weight.dtype): grad * keep))
+        seed = plan_seed(self.retrain_seed, f"two_step/round{self.round}")
+        threads = evaluator.threads() if hasattr(evaluator, "threads") else contextlib.nullcontext()
+        try:
+            # dropout draws from torch's global generator: fork it, as the evaluator does
+            with threads, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                loss = float(finetune(model, evaluator.train_subset, steps=self.retrain_steps, lr=self.retrain_lr,
+                                      batch_size=self.retrain_batch_size,
+                                      generator=torch.Generator().manual_seed(seed)))
+        finally:
+            for h in handles:
+                h.remove()
+        if not math.isfinite(loss):
+            raise MopruneError(f"two_step: retraining the elite of round {self.round} gave a loss of {loss}; "
+                               "lower retrain_lr")
+        self.root.space = space.rebase(model, plan)
+        evaluator.cache.clear()
+        self.retrain_losses.append(loss)
+        logger.debug("round %d: elite retrained (loss %.4f)", self.round, loss)
+        return loss
+
+    # ---- checkpoints
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_restore_pending", None)
+        if self.retrain_losses and self.root is not None:
+            # a checkpoint may pickle the problem and its space as references to the live objects
+            # of the resuming run (moprune.runs), i.e. to the original space: keep the weights
+            state["_base_state"] = {k: v.detach().clone() for k, v in self.root.space.model.state_dict().items()}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._restore_pending = state.get("_base_state") is not None
+
+    def _restore_space(self):
+        """After unpickling, give the problem a space over the retrained weights again."""
+        if not getattr(self, "_restore_pending", False):
+            return
+        space = self.root.space
+        model = copy.deepcopy(space.model)
+        model.load_state_dict(self._base_state)
+        # rebasing on the unpruned genome writes every tensor back
+        self.root.space = space.rebase(model, space.original())
+        self._restore_pending = False
+        self._base_state = None
+
+    def result(self):
+        self._restore_space()
+        return super().result()
+
     def _next_round(self):
         inner_pop = self.inner_algorithm.pop
         elite = inner_pop[self.elite_index(inner_pop)]
         self.elites.append(np.array(elite.X, copy=True))
         X = self.reseed(elite)
-        seeded = Population.merge(Population.create(elite.copy()), Population.new("X", X))
+        retrain = self.retrain_steps > 0
+        if retrain and not self._measured(elite.X):
+            logger.warning("round %d: the elite's evaluation failed; it is not retrained", self.round)
+            retrain = False
+        if retrain:
+            self.retrain_elite(np.asarray(elite.X))
+            # its measurement is stale on the new weights: evaluated again, as a new candidate
+            carried = Population.new("X", np.asarray(elite.X)[None, :])
+        else:
+            carried = Population.create(elite.copy())
+        seeded = Population.merge(carried, Population.new("X", X))
         self.round += 1
         logger.debug("round %d starts from an elite with F=%s", self.round, np.round(elite.F, 4))
         self.inner_algorithm = self._build_inner(sampling=seeded)
@@ -186,6 +309,7 @@ class TwoStep(Algorithm):
         self.pop = self.inner_algorithm.pop
 
     def _infill(self):
+        self._restore_space()
         infills = self._next_round() if self._round_over() else self.inner_algorithm.infill()
         if infills is None or len(infills) == 0:
             # the inner algorithm cannot produce a new candidate (e.g. all duplicates)
@@ -194,13 +318,15 @@ class TwoStep(Algorithm):
         return infills
 
     def _advance(self, infills=None, **kwargs):
+        self._restore_space()
         self.inner_algorithm.advance(infills=infills)
         self.pop = self.inner_algorithm.pop
 
 
 @ALGORITHMS.register("two_step")
 def make_two_step(problem, *, pop_size, inner="nsga2", n_rounds=2, reseed_rate=0.05, elite_scoring="weighted",
-                  elite_scoring_options=None, **inner_options):
+                  elite_scoring_options=None, retrain_steps=None, retrain_lr=0.01, retrain_batch_size=128,
+                  **inner_options):
     """Build document 001's two-step framework (see :class:`TwoStep` and the module notes).
 
     Args:
@@ -211,17 +337,41 @@ def make_two_step(problem, *, pop_size, inner="nsga2", n_rounds=2, reseed_rate=0
         reseed_rate: Closeness of a re-seeded population to the elite, in (0, 1].
         elite_scoring: Name or :class:`~moprune.scoring.Scoring` choosing the elite.
         elite_scoring_options: Arguments of the elite score's constructor (with a name).
+        retrain_steps: SGD steps retraining the elite at each round boundary, an int >= 0 (0:
+            no retraining, the weights never change). ``None``: 100 when the evaluator has
+            training data (``Evaluator(train_data=...)``) and the space has a ``rebase``
+            method, else 0.
+        retrain_lr: Learning rate of the retraining, > 0.
+        retrain_batch_size: Batch size of the retraining, >= 1.
         **inner_options: Options of the inner factory (e.g. ``mutation_rate``; with ``"ga"``,
             ``scoring``); unknown ones raise ``TypeError`` from that factory.
 
     Returns:
-        A :class:`TwoStep`, bound to the problem the inner algorithm searches.
+        A :class:`TwoStep`, bound to the problem the inner algorithm searches. After a run with
+        retraining, ``problem.space`` (and the result's ``space``) is the rebased space over the
+        retrained weights, and the evaluator's cache holds its measurements: another search on
+        the same problem starts from those weights (build a new problem for the original ones).
+        ``problem.base_accuracy`` stays the original model's.
 
     Raises:
         TypeError: Unknown options.
-        MopruneValueError: A bad option value.
+        MopruneValueError: A bad option value, or ``retrain_steps > 0`` without training data
+            on the evaluator or with a space that cannot be rebased.
     """
     check_choice("inner", inner, INNER)
+    check_int("retrain_steps", retrain_steps, low=0, allow_none=True)
+    root = getattr(problem, "parent", problem)
+    space = getattr(root, "space", None)
+    rebasable = callable(getattr(space, "rebase", None))
+    has_data = _train_subset(getattr(root, "evaluator", None)) is not None
+    if retrain_steps is None:
+        retrain_steps = 100 if has_data and rebasable else 0
+    if retrain_steps > 0 and not has_data:
+        raise invalid_value("train_data", "training data on the Evaluator (Evaluator(train_data=...)) when "
+                            f"two_step retrains the elite (retrain_steps={retrain_steps}; 0 turns it off)", None)
+    if retrain_steps > 0 and not rebasable:
+        raise invalid_value("retrain_steps", f"0 with a space without a rebase() method ({type(space).__name__})",
+                            retrain_steps)
     if elite_scoring_options is not None and not isinstance(elite_scoring_options, dict):
         raise invalid_value("elite_scoring_options", "None or a dict", elite_scoring_options)
     if isinstance(elite_scoring, Scoring):
@@ -231,5 +381,14 @@ def make_two_step(problem, *, pop_size, inner="nsga2", n_rounds=2, reseed_rate=0
     # builds a first inner algorithm: validates its options now and finds the problem it searches
     probe = ALGORITHMS.get(inner)(problem, pop_size=pop_size, **inner_options)
     algorithm = TwoStep(pop_size=pop_size, inner=inner, inner_options=inner_options, n_rounds=n_rounds,
-                        elite_scoring=elite_scoring, reseed_rate=reseed_rate)
+                        elite_scoring=elite_scoring, reseed_rate=reseed_rate, retrain_steps=retrain_steps,
+                        retrain_lr=retrain_lr, retrain_batch_size=retrain_batch_size)
     return bind_problem(algorithm, getattr(probe, "moprune_problem", None) or problem)
+
+
+def _train_subset(evaluator):
+    """The evaluator's training subset, or ``None`` (no evaluator, no data, or data detached)."""
+    try:
+        return getattr(evaluator, "train_subset", None)
+    except MopruneError:
+        return None

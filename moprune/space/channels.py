@@ -362,6 +362,68 @@ class ChannelSpace(Space):
                 setattr(sub, k, v)
         return pruned.eval()
 
+    # ------------------------------------------------------------------ new base weights
+    def rebase(self, pruned_model, x_or_plan):
+        """A space over a copy of the base model updated with a pruned model's (retrained) weights.
+
+        Document 001's two-step framework retrains the elite and searches on: the kept channels of
+        every tensor get ``pruned_model``'s values, the removed ones keep the base model's. The
+        new space has the same genes, groups, encoding, importance ranking (not recomputed, so a
+        ratio genome keeps selecting the same channels), analytic costs and repair; so
+        ``rebased.materialize(x_or_plan)`` computes exactly what ``pruned_model`` computes. This
+        space and its model are not modified.
+
+        Args:
+            pruned_model: A model of the architecture ``self.materialize(x_or_plan)`` returns
+                (e.g. that model after fine-tuning).
+            x_or_plan: The genome or :class:`Plan` ``pruned_model`` was materialized from.
+
+        Returns:
+            A new :class:`ChannelSpace`.
+
+        Raises:
+            MopruneValueError: ``pruned_model`` does not have the shapes of that pruned model.
+        """
+        if not isinstance(pruned_model, nn.Module):
+            raise invalid_value("pruned_model", "a torch.nn.Module", type(pruned_model).__name__)
+        if isinstance(x_or_plan, Plan):
+            mask = self._plan_mask(x_or_plan)
+        else:
+            mask = self._masks(self._population(self.check_genome(x_or_plan), "x"))[0]
+        keep = {}
+        for (mname, side), (tgt, gene) in self._slices.items():
+            size = side_size(self._modules[mname], side)
+            k = np.ones(size, dtype=bool)
+            k[tgt[~mask[gene]]] = False
+            keep.setdefault(mname, {})[side] = torch.from_numpy(np.flatnonzero(k))
+        model = copy.deepcopy(self.model)
+        pruned = dict(pruned_model.named_modules())
+        with torch.no_grad():
+            for mname, module in model.named_modules():
+                source = pruned.get(mname)
+                own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+                if own and (source is None or type(source) is not type(module)):
+                    raise invalid_value("pruned_model", f"a model materialized by this space (with module {mname!r})",
+                                        type(pruned_model).__name__)
+                sides = keep.get(mname, {})
+                for attr, target in own:
+                    value = getattr(source, attr, None)
+                    if target is None or value is None:
+                        continue
+                    index = _write_index(module, attr, target, sides.get("in"), sides.get("out"))
+                    try:
+                        if index is None:
+                            target.copy_(value)
+                        else:
+                            target[index] = value.to(target.dtype)
+                    except (RuntimeError, IndexError) as exc:
+                        raise invalid_value("pruned_model", f"a model materialized by this space from x_or_plan "
+                                            f"({mname}.{attr}: {exc})", tuple(value.shape)) from None
+        new = copy.copy(self)
+        new.model = model
+        new._modules = dict(model.named_modules())
+        return new
+
     # ------------------------------------------------------------------ analytic cost
     def cost(self, X):
         """MACs and params (thop's counts, exactly) of each genome, without running the network.
@@ -415,6 +477,26 @@ class RatioRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         return np.clip(np.asarray(X, dtype=np.float64), self.low, 1.0)
+
+
+def _write_index(module, attr, tensor, keep_in, keep_out):
+    """Index of ``tensor`` (``module.attr``) where :func:`slice_module` took its kept entries from.
+
+    ``None`` when the tensor was not sliced (it is copied whole).
+    """
+    if keep_in is None and keep_out is None or tensor.dim() == 0:
+        return None
+    vector = attr != "weight" or isinstance(module, (nn.modules.batchnorm._BatchNorm,
+                                                     nn.modules.instancenorm._InstanceNorm, nn.PReLU))
+    if vector or is_depthwise(module):
+        if isinstance(module, nn.PReLU) and module.num_parameters == 1:
+            return None
+        return None if keep_out is None else (keep_out,)
+    if keep_out is not None and keep_in is not None:
+        return (keep_out[:, None], keep_in[None, :])
+    if keep_out is not None:
+        return (keep_out,)
+    return (slice(None), keep_in)
 
 
 def _repair_bits(B, slices, order, min_keep):

@@ -199,6 +199,64 @@ class WeightSpace(Space):
                 memo[id(w)] = nn.Parameter(w * mask.to(w.dtype), requires_grad=w.requires_grad)
         return copy.deepcopy(self.model, memo).eval()
 
+    def rebase(self, pruned_model, x_or_plan):
+        """A space over a copy of the base model updated with a masked model's (retrained) weights.
+
+        Document 001's two-step framework retrains the elite and searches on: in every chosen
+        layer the kept weights get ``pruned_model``'s values and the pruned ones keep the base
+        model's; every other parameter and buffer (biases, BatchNorm, layers outside the space)
+        is taken from ``pruned_model``. The new space keeps the genome layout, costs and the
+        magnitude ranking of this space (not recomputed, so a ratio genome keeps zeroing the same
+        weights). If ``pruned_model`` kept its pruned weights at zero (masked fine-tuning),
+        ``rebased.materialize(x_or_plan)`` computes exactly what it computes. This space and its
+        model are not modified.
+
+        Args:
+            pruned_model: A model of the base architecture, e.g. ``self.materialize(x_or_plan)``
+                after masked fine-tuning.
+            x_or_plan: The genome or :class:`Plan` ``pruned_model`` was materialized from.
+
+        Returns:
+            A new :class:`WeightSpace`.
+
+        Raises:
+            MopruneValueError: ``pruned_model`` does not have the base model's parameter shapes.
+        """
+        if not isinstance(pruned_model, nn.Module):
+            raise invalid_value("pruned_model", "a torch.nn.Module", type(pruned_model).__name__)
+        masks = self.masks(self._genome_of(x_or_plan))
+        model = copy.deepcopy(self.model)
+        values = dict(pruned_model.named_parameters())
+        values.update(pruned_model.named_buffers())
+        weight_of = {f"{n}.weight": n for n in self.group_names}
+        with torch.no_grad():
+            for name, target in list(model.named_parameters()) + list(model.named_buffers()):
+                value = values.get(name)
+                if value is None or value.shape != target.shape:
+                    raise invalid_value("pruned_model", f"a model of the base architecture (tensor {name!r} of shape "
+                                        f"{tuple(target.shape)})", None if value is None else tuple(value.shape))
+                if name in weight_of:
+                    mask = masks[weight_of[name]].to(target.device)
+                    target.copy_(torch.where(mask, value.to(target.dtype), target))
+                else:
+                    target.copy_(value)
+        new = copy.copy(self)
+        new.model = model
+        new._weights = [model.get_submodule(n).weight for n in self.group_names]
+        return new
+
+    def _genome_of(self, x):
+        """A genome, or the genome of a plan decoded by this space."""
+        if not isinstance(x, Plan):
+            return x
+        if x.kind != "weights" or [n for n, _ in x.kept] != self.group_names:
+            raise invalid_value("x", "a genome or a weights plan decoded by this space", x.key)
+        if self.encoding == "mask":
+            return np.concatenate([np.unpackbits(np.frombuffer(b, dtype=np.uint8), count=size).astype(bool)
+                                   for (_, b), size in zip(x.kept, self.group_sizes)])
+        sizes = np.asarray(self.group_sizes)
+        return (sizes - np.round(np.asarray([s for _, s in x.kept]) * sizes)) / sizes
+
     def cost(self, X):
         """Costs of a population (see the module docstring for the exact definitions).
 

@@ -1,0 +1,164 @@
+"""The ``moprune`` command line: search, report, pick, retrain, export, compare, demo, train.
+
+Every subcommand is a small function in :mod:`moprune.cli.commands`; settings of a search are
+resolved in :mod:`moprune.cli.config`. Exit codes: 0 success, 2 bad input (unknown names and
+options list the choices) or any :class:`moprune.MopruneError`.
+"""
+
+import argparse
+import sys
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose "unrecognized arguments" error lists the options it knows."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments"):
+            options = sorted({s for a in self._actions for s in a.option_strings if s.startswith("--")})
+            message += f"; choose among: {', '.join(options)}"
+        super().error(message)
+
+
+def _add_pick_options(p):
+    from moprune.results import PICK_METHODS
+
+    p.add_argument("--pick", "--method", dest="method", choices=PICK_METHODS.names(), default=None,
+                   help="how to pick a point of the front (default knee; --max-drop/--target-macs imply theirs)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="fewest MACs losing at most this many accuracy points")
+    p.add_argument("--target-macs", type=float, default=None,
+                   help="most accurate point with at most this MACs ratio (e.g. 0.1)")
+    p.add_argument("--pick-weights", default=None, help="weights for asf/pseudo_weights, e.g. 0.5,0.5")
+
+
+def _add_search_options(p):
+    from moprune.algorithms import ALGORITHMS
+    from moprune.cli.config import DEFAULT_GENERATIONS, DEFAULTS, SPACES
+
+    S = argparse.SUPPRESS  # only options the user gives are set (they override --config)
+    p.add_argument("--config", default=None, help="TOML file of settings (keys as the options, with _)")
+    p.add_argument("--out", default=None, help="run directory (e.g. runs/NAME)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--force", action="store_true", help="start over in an --out that holds another run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--model", default=S,
+                   help=f"zoo model or FILE.py:FACTORY (default {DEFAULTS['model']})")
+    p.add_argument("--weights", default=S, help="state_dict file of the model (default: the cached baseline)")
+    p.add_argument("--data", default=S, help="mnist (default), mnist-idx:FOLDER or cifar10:FOLDER")
+    p.add_argument("--baseline-epochs", dest="baseline_epochs", type=int, default=S,
+                   help="epochs of the zoo baseline when no --weights (default: the default recipe)")
+    p.add_argument("--space", choices=SPACES, default=S, help="default channels")
+    p.add_argument("--encoding", default=S, help="channels: binary (default) or ratio; weights: ratio or mask")
+    p.add_argument("--layers", default=S, help="comma-separated layer names to search (default all)")
+    p.add_argument("--objectives", default=S, help="comma-separated, default error,macs")
+    p.add_argument("--max-accuracy-drop", dest="max_accuracy_drop", type=float, default=S,
+                   help="constraint in accuracy points")
+    p.add_argument("--algorithm", choices=ALGORITHMS.names(), default=S, help="default nsga2")
+    p.add_argument("--algo-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="an option of the algorithm's factory (repeatable)")
+    p.add_argument("--pop-size", dest="pop_size", type=int, default=S, help=f"default {DEFAULTS['pop_size']}")
+    p.add_argument("--generations", type=int, default=S, help=f"default {DEFAULT_GENERATIONS}")
+    p.add_argument("--evaluations", type=int, default=S, help="budget in candidates instead of generations")
+    p.add_argument("--seed", type=int, default=S, help="default 0")
+    p.add_argument("--val-samples", dest="val_samples", type=int, default=S,
+                   help=f"validation images per candidate (default {DEFAULTS['val_samples']})")
+    p.add_argument("--finetune-steps", dest="finetune_steps", type=int, default=S,
+                   help="SGD steps of fine-tuning per candidate (default 0)")
+    p.add_argument("--train-samples", dest="train_samples", type=int, default=S,
+                   help="training images used for fine-tuning (default all)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="evaluation batch (default 250)")
+    p.add_argument("--threads", type=int, default=S, help="torch threads while evaluating")
+
+
+def build_parser():
+    """The argument parser of the ``moprune`` command."""
+    from moprune.cli import commands
+    from moprune.models import DEFAULT_RECIPE, model_names
+    from moprune.version import __version__
+
+    parser = _Parser(prog="moprune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"moprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="the embedded demo: NSGA-II on mnist_cnn's channels, knee, retrain")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument("--force", action="store_true", help="start over even if the folder holds a demo run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands.cmd_demo)
+
+    p = sub.add_parser("search", help="search a pruning, with a checkpoint after every generation")
+    _add_search_options(p)
+    p.set_defaults(func=commands.cmd_search)
+
+    p = sub.add_parser("report", help="print the Pareto front; write pareto.csv, pareto.png, convergence.png")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--partial", action="store_true", help="report an unfinished run up to its last checkpoint")
+    p.set_defaults(func=commands.cmd_report)
+
+    p = sub.add_parser("pick", help="print the point of the front a method picks")
+    p.add_argument("run", help="run directory")
+    _add_pick_options(p)
+    p.set_defaults(func=commands.cmd_pick)
+
+    p = sub.add_parser("retrain", help="retrain the picked point, print test accuracy and MACs, export it")
+    p.add_argument("run", help="run directory")
+    _add_pick_options(p)
+    p.add_argument("--epochs", type=int, default=5, help="default 5")
+    p.add_argument("--lr", type=float, default=0.05, help="default 0.05")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-samples", dest="train_samples", type=int, default=None,
+                   help="retrain on a random subset of the training split (default all)")
+    p.add_argument("--output", default=None, help="exported file (default RUN/retrained.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands.cmd_retrain)
+
+    p = sub.add_parser("export", help="export the picked pruned model (not retrained)")
+    p.add_argument("run", help="run directory")
+    _add_pick_options(p)
+    p.add_argument("--output", default=None, help="exported file (default RUN/pruned.pt)")
+    p.add_argument("--onnx", action="store_true", help="also write an .onnx beside it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands.cmd_export)
+
+    p = sub.add_parser("compare", help="hypervolume table of several runs and a convergence plot")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--by-algorithm", action="store_true", help="group runs by algorithm (mean over seeds)")
+    p.add_argument("--output", default="compare.png", help="convergence plot (default compare.png)")
+    p.set_defaults(func=commands.cmd_compare)
+
+    p = sub.add_parser("train", help="train (once) and cache a zoo baseline on MNIST; "
+                                     "print its validation and test accuracy")
+    p.add_argument("model", choices=model_names(), help="zoo model name")
+    p.add_argument("--epochs", type=int, default=DEFAULT_RECIPE["epochs"])
+    p.add_argument("--lr", type=float, default=DEFAULT_RECIPE["lr"])
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULT_RECIPE["batch_size"])
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=DEFAULT_RECIPE["weight_decay"])
+    p.add_argument("--seed", type=int, default=DEFAULT_RECIPE["seed"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=commands.cmd_train)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``moprune`` console script; returns the exit code."""
+    from moprune.exceptions import MopruneError
+
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # let the subcommand's parser say it, listing its own options
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    try:
+        return args.func(args)
+    except MopruneError as exc:
+        print(f"moprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moprune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
