@@ -5,6 +5,7 @@ short fine-tuning; the chosen one is now trained properly (optionally distilled 
 model) and only then measured on the test split, which nothing else in moprune reads.
 """
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from torch import nn
 
 from moprune.data import Splits
 from moprune.exceptions import invalid_value
-from moprune.train import evaluate, fit
+from moprune.train import evaluate, fit, zeros_kept
 
 __all__ = ["RetrainResult", "count_macs_params", "retrain"]
 
@@ -93,25 +94,6 @@ def count_macs_params(model, input_shape):
     return float(macs) - zero_macs[0], float(params) - zero_weights[0], float(macs), float(params)
 
 
-def _freeze_zeros(model):
-    """Mask the exactly-zero weights of every Conv/Linear layer so that training keeps them zero."""
-    import torch.nn.utils.prune as torch_prune
-
-    masked = []
-    for module in model.modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and bool((module.weight == 0).any()):
-            torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
-            masked.append(module)
-    return masked
-
-
-def _unfreeze(masked):
-    import torch.nn.utils.prune as torch_prune
-
-    for module in masked:
-        torch_prune.remove(module, "weight")
-
-
 def _candidate_model(candidate):
     if isinstance(candidate, nn.Module):
         return copy.deepcopy(candidate)
@@ -178,18 +160,15 @@ def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature
     if not isinstance(keep_zeros, bool):
         raise invalid_value("keep_zeros", "True or False", keep_zeros)
     model = _candidate_model(candidate)
-    masked = _freeze_zeros(model) if keep_zeros else []
     generator = torch.Generator().manual_seed(int(seed))
     teacher = None
     if base_model is not None and distill_weight > 0:
         teacher = copy.deepcopy(base_model).eval()
-    try:
+    with zeros_kept(model) if keep_zeros else contextlib.nullcontext():
         train_loss = fit(model, data.train, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum, weight_decay=weight_decay, schedule=schedule, teacher=teacher,
                          distill_weight=float(distill_weight), temperature=temperature, generator=generator,
                          progress=progress, desc="retrain")
-    finally:
-        _unfreeze(masked)
     input_shape = tuple(data.train.tensors[0].shape[1:])
     macs, params, dense_macs, dense_params = count_macs_params(model, input_shape)
     nan = math.nan

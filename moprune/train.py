@@ -1,5 +1,6 @@
 """Training, fine-tuning and evaluation loops (CPU-friendly, deterministic under a generator)."""
 
+import contextlib
 import math
 
 import torch
@@ -147,3 +148,30 @@ def finetune(model, dataset, *, steps=100, lr=0.01, batch_size=128, optimizer="s
     return fit(model, dataset, epochs=epochs, max_steps=steps, lr=lr, batch_size=batch_size,
                optimizer=optimizer, weight_decay=0.0, schedule="constant", generator=generator,
                progress=progress, desc="finetune")
+
+
+@contextlib.contextmanager
+def zeros_kept(model):
+    """Within the context, training keeps the exactly-zero weights of Conv/Linear layers at zero.
+
+    This is how an unstructured (masked) model is fine-tuned without its pruned weights growing
+    back. It uses ``torch.nn.utils.prune.custom_from_mask``; on exit the masks are folded back
+    into plain ``weight`` parameters. Build the optimizer inside the context (``fit`` and
+    ``finetune`` do).
+
+    Example:
+        >>> with zeros_kept(masked_model):
+        ...     finetune(masked_model, train_data, steps=100)
+    """
+    import torch.nn.utils.prune as torch_prune
+
+    masked = []
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and bool((module.weight == 0).any()):
+            torch_prune.custom_from_mask(module, "weight", module.weight.detach() != 0)
+            masked.append(module)
+    try:
+        yield model
+    finally:
+        for module in masked:
+            torch_prune.remove(module, "weight")

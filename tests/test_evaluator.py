@@ -245,3 +245,22 @@ def test_plan_is_the_cache_key():
     record = EvalRecord(plan_key=Plan("channels", (), "k1").key, accuracy=0.25, seconds=1.0)
     assert record.as_cached() == EvalRecord(plan_key="k1", accuracy=0.25, seconds=0.0, cached=True)
     assert not isinstance(nn.Identity(), nn.modules.batchnorm._BatchNorm)
+
+
+def test_finetuning_an_unstructured_plan_keeps_its_pruned_weights_zero(monkeypatch):
+    from moprune.space import WeightSpace
+
+    space = WeightSpace(tiny_model(), torch.zeros(1, 10), encoding="ratio")
+    x = np.full(space.n_var, 0.4)  # keep 40% of every layer's weights
+    made = []
+    materialize = space.materialize
+    monkeypatch.setattr(space, "materialize", lambda plan: made.append(materialize(plan)) or made[-1])
+    evaluator = Evaluator(make_data(200, seed=2), n_samples=200, finetune={"steps": 30, "lr": 0.1},
+                          train_data=make_data(500, seed=3))
+    record = evaluator.evaluate(space, x[None])[0]
+    assert record.error is None and math.isfinite(record.loss)
+    model, fresh = made[0], materialize(space.decode(x))
+    for name, mask in space.masks(x).items():
+        weight, before = model.get_submodule(name).weight, fresh.get_submodule(name).weight
+        assert torch.all(weight[~mask] == 0), name  # pruned weights did not grow back
+        assert not torch.equal(weight[mask], before[mask]), name  # the kept ones were trained

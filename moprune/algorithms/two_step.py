@@ -51,7 +51,7 @@ from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, make_scoring
-from moprune.train import finetune
+from moprune.train import finetune, zeros_kept
 
 __all__ = ["TwoStep", "make_two_step"]
 
@@ -219,24 +219,16 @@ class TwoStep(Algorithm):
         space, evaluator = self.root.space, self.root.evaluator
         plan = space.decode(x)
         model = space.materialize(plan)
-        masks = space.masks(x) if hasattr(space, "masks") else {}
-        handles = []
-        for name, mask in masks.items():
-            weight = model.get_submodule(name).weight
-            # zero gradients keep pruned weights at exactly zero (no weight decay in finetune)
-            handles.append(weight.register_hook(lambda grad, keep=mask.to(weight.dtype): grad * keep))
         seed = plan_seed(self.retrain_seed, f"two_step/round{self.round}")
         threads = evaluator.threads() if hasattr(evaluator, "threads") else contextlib.nullcontext()
-        try:
-            # dropout draws from torch's global generator: fork it, as the evaluator does
-            with threads, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                loss = float(finetune(model, evaluator.train_subset, steps=self.retrain_steps, lr=self.retrain_lr,
-                                      batch_size=self.retrain_batch_size,
-                                      generator=torch.Generator().manual_seed(seed)))
-        finally:
-            for h in handles:
-                h.remove()
+        # an unstructured plan's pruned weights must stay zero while fine-tuning
+        keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
+        # dropout draws from torch's global generator: fork it, as the evaluator does
+        with threads, keep, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            loss = float(finetune(model, evaluator.train_subset, steps=self.retrain_steps, lr=self.retrain_lr,
+                                  batch_size=self.retrain_batch_size,
+                                  generator=torch.Generator().manual_seed(seed)))
         if not math.isfinite(loss):
             raise MopruneError(f"two_step: retraining the elite of round {self.round} gave a loss of {loss}; "
                                "lower retrain_lr")

@@ -26,6 +26,7 @@ from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.train import batches
 from moprune.train import finetune as _finetune
+from moprune.train import zeros_kept
 
 logger = get_logger("evaluation")
 
@@ -270,7 +271,9 @@ class Evaluator:
                 g = torch.Generator().manual_seed(seed)
                 # dropout draws from torch's global generator: fork it, so that the result depends
                 # on the plan only (not on evaluation order) and the caller's state is restored
-                with torch.random.fork_rng(devices=[]):
+                # an unstructured plan's pruned weights must stay zero while fine-tuning
+                keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
+                with keep, torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     loss = float(_finetune(model, self._train, generator=g, progress=False, **self.finetune))
                 if not math.isfinite(loss):
