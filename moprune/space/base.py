@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from moprune.exceptions import invalid_value
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -84,9 +86,36 @@ class Space(abc.ABC):
 
     def check_genome(self, x):
         """Return ``x`` as a 1-D numpy array, or raise naming the expected shape."""
-        from moprune.exceptions import invalid_value
-
         x = np.asarray(x)
         if x.ndim != 1 or x.shape[0] != self.n_var:
             raise invalid_value("x", f"a 1-D genome of length {self.n_var}", f"array of shape {x.shape}")
         return x
+
+    def check_population(self, X, argname="X"):
+        """Validate a genome or an ``n x n_var`` population and return it as a 2-D array.
+
+        Binary spaces (``vtype is bool``) get a bool array and accept only 0/1 values; real
+        spaces get float64 values in [0, 1].
+
+        Raises:
+            MopruneValueError: naming ``argname``, the expected shape or values, and what came.
+        """
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_var:
+            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
+                                f"array of shape {X.shape}")
+        if X.dtype != bool and not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+            raise invalid_value(argname, f"a numeric ({self.vtype.__name__}) genome of length {self.n_var}",
+                                f"dtype {X.dtype}")
+        if self.vtype is bool:
+            if X.dtype != bool and not np.isin(X, (0, 1)).all():
+                raise invalid_value(argname, f"a {self.encoding} genome of length {self.n_var} (values 0/1)",
+                                    "other values")
+            return X.astype(bool)
+        X = X.astype(np.float64)
+        if not np.isfinite(X).all() or X.min() < -1e-9 or X.max() > 1 + 1e-9:
+            raise invalid_value(argname, f"a ratio genome of length {self.n_var} with values in [0, 1]",
+                                f"values in [{X.min()}, {X.max()}]")
+        return X

@@ -276,27 +276,6 @@ class ChannelSpace(Space):
         self._min_keep = np.minimum(self.min_channels, np.asarray(self.group_sizes))
 
     # ------------------------------------------------------------------ genome -> channel mask
-    def _population(self, X, argname="X"):
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_var:
-            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
-                                f"array of shape {X.shape}")
-        if X.dtype == bool:
-            return X
-        if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
-            raise invalid_value(argname, f"a numeric ({self.vtype.__name__}) genome of length {self.n_var}",
-                                f"dtype {X.dtype}")
-        if self.encoding == "binary":
-            if not np.isin(X, (0, 1)).all():
-                raise invalid_value(argname, f"a binary genome of length {self.n_var} (values 0/1)", "other values")
-            return X.astype(bool)
-        if not np.isfinite(X).all() or X.min() < -1e-9 or X.max() > 1 + 1e-9:
-            raise invalid_value(argname, f"a ratio genome of length {self.n_var} with values in [0, 1]",
-                                f"values in [{X.min()}, {X.max()}]")
-        return X.astype(np.float64)
-
     def _masks(self, X):
         """Population (already validated) -> ``n x n_genes`` bool mask of kept channels."""
         if self.encoding == "binary":
@@ -314,7 +293,7 @@ class ChannelSpace(Space):
             MopruneValueError: wrong length or type (the message gives the expected shape).
         """
         x = self.check_genome(x)
-        mask = self._masks(self._population(x, "x"))[0]
+        mask = self._masks(self.check_population(x, "x"))[0]
         return self._plan(mask)
 
     def _plan(self, mask):
@@ -342,7 +321,7 @@ class ChannelSpace(Space):
         if isinstance(x_or_plan, Plan):
             mask = self._plan_mask(x_or_plan)
         else:
-            mask = self._masks(self._population(self.check_genome(x_or_plan), "x"))[0]
+            mask = self._masks(self.check_population(self.check_genome(x_or_plan), "x"))[0]
         keep = {}
         for (mname, side), (tgt, gene) in self._slices.items():
             removed = tgt[~mask[gene]]
@@ -389,7 +368,7 @@ class ChannelSpace(Space):
         if isinstance(x_or_plan, Plan):
             mask = self._plan_mask(x_or_plan)
         else:
-            mask = self._masks(self._population(self.check_genome(x_or_plan), "x"))[0]
+            mask = self._masks(self.check_population(self.check_genome(x_or_plan), "x"))[0]
         keep = {}
         for (mname, side), (tgt, gene) in self._slices.items():
             size = side_size(self._modules[mname], side)
@@ -435,7 +414,7 @@ class ChannelSpace(Space):
             Dict of float arrays of length ``n``: ``"macs"``, ``"params"``, ``"macs_ratio"``,
             ``"params_ratio"``, ``"sparsity"`` (fraction of the searched channels removed).
         """
-        mask = self._masks(self._population(X))
+        mask = self._masks(self.check_population(X))
         removed = (~mask).astype(np.float64)
         kept = np.repeat(self._dim_sizes[None, :], len(removed), axis=0)
         for d, genes, counts in self._dim_genes:

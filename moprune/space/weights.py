@@ -117,27 +117,6 @@ class WeightSpace(Space):
         return np.asarray([uses[n] for n in self.group_names], dtype=np.float64)
 
     # ------------------------------------------------------------------ genomes
-    def _population(self, X, argname="X"):
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_var:
-            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
-                                f"array of shape {X.shape}")
-        if X.dtype != bool and not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
-            raise invalid_value(argname, f"a numeric ({self.vtype.__name__}) genome of length {self.n_var}",
-                                f"dtype {X.dtype}")
-        if self.encoding == "mask":
-            if X.dtype != bool and not np.isin(X, (0, 1)).all():
-                raise invalid_value(argname, f"a binary mask genome of length {self.n_var} (values 0/1)",
-                                    "other values")
-            return X.astype(bool)
-        X = X.astype(np.float64)
-        if not np.isfinite(X).all() or X.min() < -1e-9 or X.max() > 1 + 1e-9:
-            raise invalid_value(argname, f"a ratio genome of length {self.n_var} with values in [0, 1]",
-                                f"values in [{X.min()}, {X.max()}]")
-        return X
-
     def _zeroed(self, X):
         """``n x n_layers`` count of zeroed weights."""
         if self.encoding == "mask":
@@ -151,7 +130,7 @@ class WeightSpace(Space):
 
         Useful to keep pruned weights at zero while fine-tuning a materialized model.
         """
-        x = self._population(self.check_genome(x), "x")[0]
+        x = self.check_population(self.check_genome(x), "x")[0]
         out = {}
         if self.encoding == "mask":
             for n, w, sl in zip(self.group_names, self._weights, self._weight_slices):
@@ -168,7 +147,7 @@ class WeightSpace(Space):
         mask bytes)`` (mask encoding: the bits themselves rather than a digest, so that
         :meth:`materialize` can rebuild the model from the plan alone).
         """
-        x = self._population(self.check_genome(x), "x")[0]
+        x = self.check_population(self.check_genome(x), "x")[0]
         zeroed = self._zeroed(x[None])[0]
         sparsity = zeroed / np.asarray(self.group_sizes)
         summary = {f"sparsity/{n}": float(s) for n, s in zip(self.group_names, sparsity)}
@@ -264,7 +243,7 @@ class WeightSpace(Space):
             Dict of float arrays: ``"macs"``, ``"dense_macs"``, ``"params"``, ``"macs_ratio"``,
             ``"params_ratio"``, ``"sparsity"``.
         """
-        zeroed = self._zeroed(self._population(X))
+        zeroed = self._zeroed(self.check_population(X))
         macs = self.base_macs - zeroed @ self._macs_per_weight
         params = self.base_params - zeroed.sum(axis=1)
         return {"macs": macs, "dense_macs": np.full(len(zeroed), float(self.base_macs)), "params": params,
