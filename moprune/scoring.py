@@ -150,7 +150,8 @@ class ThresholdScore(Scoring):
     def _score(self, accuracy, macs_ratio, params_ratio, sparsity, base_accuracy):
         drop = 100.0 * (base_accuracy - accuracy)
         gain = 100.0 * (1.0 - (params_ratio if self.cost == "params" else macs_ratio))
-        outside = gain / (drop + self.epsilon) - self.lam * drop
+        with np.errstate(divide="ignore", invalid="ignore"):  # only used where drop >= threshold >= 0
+            outside = gain / (drop + self.epsilon) - self.lam * drop
         return np.where(drop < self.threshold, gain, outside)
 
 
