@@ -34,6 +34,21 @@ class Plan:
     summary: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+def default_example_inputs(model, example_inputs=None):
+    """``example_inputs`` if given, else one zero image of the model's ``input_shape`` attribute.
+
+    Raises:
+        MopruneValueError: neither is available.
+    """
+    if example_inputs is not None:
+        return example_inputs
+    if not hasattr(model, "input_shape"):
+        raise invalid_value("example_inputs", "a tensor when the model has no input_shape", None)
+    import torch
+
+    return torch.zeros(1, *model.input_shape)
+
+
 class Space(abc.ABC):
     """Base class of pruning spaces.
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
-from moprune.space.base import Plan, Space
+from moprune.space.base import Plan, Space, default_example_inputs
 from moprune.space.cost import CostModel, add_module_cost
 from moprune.space.graph import SLICEABLE, as_tuple, flatten_thop, is_depthwise, side_size, slice_module, trace
 from moprune.space.importance import channel_importance
@@ -81,10 +81,7 @@ class ChannelSpace(Space):
             raise invalid_value("importance_batches", "an int >= 1", importance_batches)
         if importance == "taylor" and importance_data is None:
             raise invalid_value("importance_data", 'data (a tensor batch or a dataset) when importance="taylor"', None)
-        if example_inputs is None:
-            if not hasattr(model, "input_shape"):
-                raise invalid_value("example_inputs", "a tensor when the model has no input_shape", None)
-            example_inputs = torch.zeros(1, *model.input_shape)
+        example_inputs = default_example_inputs(model, example_inputs)
         self.model = model
         self.encoding = encoding
         self.importance = importance
@@ -312,12 +309,8 @@ class ChannelSpace(Space):
         return mask
 
     # ------------------------------------------------------------------ the pruned model
-    def materialize(self, x_or_plan):
-        """Genome or plan -> a physically smaller copy of the model, in eval mode.
-
-        Tensors are sliced from the base model with the index maps prepared at construction;
-        the base model is never modified.
-        """
+    def _kept_indices(self, x_or_plan):
+        """Genome or plan -> ``{module name: {"in"/"out": kept indices}}`` for the sides that lose channels."""
         if isinstance(x_or_plan, Plan):
             mask = self._plan_mask(x_or_plan)
         else:
@@ -326,10 +319,18 @@ class ChannelSpace(Space):
         for (mname, side), (tgt, gene) in self._slices.items():
             removed = tgt[~mask[gene]]
             if removed.size:
-                size = side_size(self._modules[mname], side)
-                k = np.ones(size, dtype=bool)
+                k = np.ones(side_size(self._modules[mname], side), dtype=bool)
                 k[removed] = False
                 keep.setdefault(mname, {})[side] = torch.from_numpy(np.flatnonzero(k))
+        return keep
+
+    def materialize(self, x_or_plan):
+        """Genome or plan -> a physically smaller copy of the model, in eval mode.
+
+        Tensors are sliced from the base model with the index maps prepared at construction;
+        the base model is never modified.
+        """
+        keep = self._kept_indices(x_or_plan)
         memo, attrs = {}, []
         with torch.no_grad():
             for mname, sides in keep.items():
@@ -365,16 +366,7 @@ class ChannelSpace(Space):
         """
         if not isinstance(pruned_model, nn.Module):
             raise invalid_value("pruned_model", "a torch.nn.Module", type(pruned_model).__name__)
-        if isinstance(x_or_plan, Plan):
-            mask = self._plan_mask(x_or_plan)
-        else:
-            mask = self._masks(self.check_population(self.check_genome(x_or_plan), "x"))[0]
-        keep = {}
-        for (mname, side), (tgt, gene) in self._slices.items():
-            size = side_size(self._modules[mname], side)
-            k = np.ones(size, dtype=bool)
-            k[tgt[~mask[gene]]] = False
-            keep.setdefault(mname, {})[side] = torch.from_numpy(np.flatnonzero(k))
+        keep = self._kept_indices(x_or_plan)
         model = copy.deepcopy(self.model)
         pruned = dict(pruned_model.named_modules())
         with torch.no_grad():

@@ -29,7 +29,7 @@ from pymoo.core.repair import Repair
 from torch import nn
 
 from moprune.exceptions import invalid_value
-from moprune.space.base import Plan, Space
+from moprune.space.base import Plan, Space, default_example_inputs
 
 ENCODINGS = ("ratio", "mask")
 
@@ -57,10 +57,7 @@ class WeightSpace(Space):
             raise invalid_value("encoding", f"one of {ENCODINGS}", encoding)
         if not isinstance(model, nn.Module):
             raise invalid_value("model", "a torch.nn.Module", type(model).__name__)
-        if example_inputs is None:
-            if not hasattr(model, "input_shape"):
-                raise invalid_value("example_inputs", "a tensor when the model has no input_shape", None)
-            example_inputs = torch.zeros(1, *model.input_shape)
+        example_inputs = default_example_inputs(model, example_inputs)
         self.model = model
         self.encoding = encoding
         self.vtype = float if encoding == "ratio" else bool
