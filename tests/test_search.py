@@ -69,6 +69,35 @@ def test_every_algorithm_respects_a_generation_budget(name):
     assert 0 < len(gens) and max(gens) <= 2
 
 
+SINGLE_OBJECTIVE = ("threshold_ga", "sa", "genecai", "ga", "random")
+"""Algorithms that take a ``scoring`` option (a registry name or a :class:`moprune.scoring.Scoring`)."""
+
+
+def _scorings():
+    from moprune.scoring import SCORINGS, WeightedScore
+
+    return [(n, n) for n in SCORINGS.names()] + [("instance", WeightedScore(w_acc=1.0, w_macs=0.25))]
+
+
+@pytest.mark.parametrize("label, scoring", _scorings(), ids=[label for label, _ in _scorings()])
+@pytest.mark.parametrize("name", SINGLE_OBJECTIVE)
+def test_every_single_objective_algorithm_accepts_every_scoring(name, label, scoring):
+    from moprune.scoring import make_scoring
+
+    assert name in ALGORITHMS.names()
+    problem = _problem_for(name)
+    result = search(problem, name, pop_size=6, n_evals=18, seed=0, scoring=scoring)
+    assert result.n_evals == 18 and result.objectives[-1] == "neg_score"
+    # the archived -score is the chosen score of each candidate's measurements
+    score = make_scoring(scoring) if isinstance(scoring, str) else scoring
+    if name == "threshold_ga" and label == "threshold":  # its default threshold: the problem's, else 2 points
+        assert score.threshold == 2.0
+    expected = score([e.accuracy for e in result.archive], [e.macs_ratio for e in result.archive],
+                     [e.params_ratio for e in result.archive], [e.sparsity for e in result.archive],
+                     result.base_accuracy)
+    np.testing.assert_allclose([-e.objectives[-1] for e in result.archive], expected)
+
+
 @pytest.mark.parametrize("name, expected", [("nsga2", 20 + 2 * 20), ("ga", 20 + 2 * 19), ("random", 60)])
 def test_generation_budget_counts_offspring_only(name, expected):
     """Survivors are never re-evaluated: only the offspring of each generation reach the archive."""

@@ -22,7 +22,7 @@ from moprune.algorithms import ALGORITHMS
 from moprune.algorithms.base import SeedAlgorithm, check_int, check_real, reject_unknown, top
 from moprune.operators.binary import AdaptiveBitflipMutation, BinarySinglePointCrossover, NearOriginalSampling
 from moprune.problem import bind_problem
-from moprune.scoring import ThresholdScore, make_scoring
+from moprune.scoring import Scoring, ThresholdScore, make_scoring
 
 __all__ = ["ThresholdGA", "make_threshold_ga"]
 
