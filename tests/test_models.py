@@ -2,9 +2,9 @@ import pytest
 import thop
 import torch
 
+from moprune.data import Splits
 from moprune.exceptions import MopruneValueError
 from moprune.models import get_model, model_names, pretrained, weights_path
-from moprune.data import Splits
 
 EXPECTED_COUNTS = {  # (MACs, params) counted by thop on a 1 x 1 x 28 x 28 input
     "mnist_cnn": (13_883_904, 3_274_634),

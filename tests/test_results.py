@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from moprune import results as R
 from moprune.archive import Evaluation, SearchResult
 from moprune.exceptions import MopruneValueError
-from moprune import results as R
 
 
 def make_eval(accuracy, macs_ratio, *, generation=0, key=None, feasible=True, error=None, cached=False,

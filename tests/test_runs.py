@@ -11,8 +11,20 @@ import pytest
 from conftest_search import tiny_problem
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import MopruneError
-from moprune.runs import (CHECKPOINT, CONFIG, EVALUATIONS, RESULT, decode_genome, encode_genome, load_checkpoint,
-                          load_result, prepare_run, read_config, read_evaluations, run_search)
+from moprune.runs import (
+    CHECKPOINT,
+    CONFIG,
+    EVALUATIONS,
+    RESULT,
+    decode_genome,
+    encode_genome,
+    load_checkpoint,
+    load_result,
+    prepare_run,
+    read_config,
+    read_evaluations,
+    run_search,
+)
 
 CONFIG_A = {"model": "tiny", "pop_size": 8, "generations": 5, "seed": 3}
 RUN = {"pop_size": 8, "n_gen": 5, "seed": 3}

@@ -5,18 +5,18 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pymoo.core.population import Population
 import thop
 import torch
 import torch_pruning as tp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pymoo.core.population import Population
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from conftest import ZOO, randomized_zoo_model
 from moprune.exceptions import MopruneError, MopruneValueError
 from moprune.space import ChannelSpace, Plan
-from conftest import ZOO, randomized_zoo_model
 
 _SPACES = {}
 

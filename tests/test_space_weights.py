@@ -8,9 +8,9 @@ import thop
 import torch
 from torch import nn
 
+from conftest import ZOO, randomized_zoo_model
 from moprune.exceptions import MopruneValueError
 from moprune.space import Plan, WeightSpace
-from conftest import ZOO, randomized_zoo_model
 
 
 def prunable(space, model):

@@ -18,5 +18,4 @@ from moprune.registry import Registry
 ALGORITHMS = Registry("algorithm")
 
 # Registered algorithms (import order does not matter; each module registers itself).
-from moprune.algorithms import nsga2, ga, random_search  # noqa: E402,F401
-from moprune.algorithms import threshold_ga, genecai, sa, two_step  # noqa: E402,F401
+from moprune.algorithms import ga, genecai, nsga2, random_search, sa, threshold_ga, two_step  # noqa: E402,F401

@@ -16,8 +16,6 @@ from pymoo.core.population import Population
 from pymoo.termination.max_eval import MaximumFunctionCallTermination
 
 from moprune.exceptions import invalid_value
-from moprune.problem import bind_problem
-from moprune.scoring import Scoring, make_scoring
 
 __all__ = ["SeedAlgorithm", "check_choice", "check_int", "check_real", "max_evals_of", "reject_unknown", "take", "top"]
 

@@ -32,7 +32,6 @@ from moprune.algorithms import ALGORITHMS
 from moprune.algorithms.base import SeedAlgorithm, check_choice, check_int, check_real, reject_unknown
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
-from moprune.problem import bind_problem
 from moprune.operators.continuous import (
     DirectedSampling,
     DiversityGuidedMutation,
@@ -42,6 +41,7 @@ from moprune.operators.continuous import (
     diversity,
     normalize,
 )
+from moprune.problem import bind_problem
 from moprune.scoring import GeneCAIScore, Scoring, make_scoring
 
 __all__ = ["GeneCAI", "make_genecai"]

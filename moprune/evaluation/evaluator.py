@@ -24,9 +24,8 @@ from torch.utils.data import TensorDataset
 from moprune.evaluation.cache import EvalRecord, EvaluationCache
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
-from moprune.train import batches
+from moprune.train import batches, zeros_kept
 from moprune.train import finetune as _finetune
-from moprune.train import zeros_kept
 
 logger = get_logger("evaluation")
 

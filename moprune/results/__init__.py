@@ -19,8 +19,7 @@ and any other name ``x`` falls back to the ``objective_x`` column (the raw value
 pymoo's ``F``).
 """
 
-from moprune.results.frame import (DEFAULT_OBJECTIVES, genome_hash, objective_matrix, pareto_front,
-                                    to_frame)
+from moprune.results.frame import DEFAULT_OBJECTIVES, genome_hash, objective_matrix, pareto_front, to_frame
 from moprune.results.indicators import compare, default_grid, hypervolume, hypervolume_curve
 from moprune.results.picking import PICK_METHODS, pick
 

@@ -8,8 +8,7 @@ import pandas as pd
 
 from moprune.archive import SearchResult
 from moprune.exceptions import MopruneValueError, invalid_value
-from moprune.results.frame import (DEFAULT_OBJECTIVES, _as_frame, _resolve_objectives, objective_matrix,
-                                    pareto_front)
+from moprune.results.frame import DEFAULT_OBJECTIVES, _as_frame, _resolve_objectives, objective_matrix, pareto_front
 
 __all__ = ["compare", "default_grid", "hypervolume", "hypervolume_curve"]
 
