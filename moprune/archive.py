@@ -5,9 +5,15 @@ a network.
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
+
+from moprune.exceptions import invalid_value
+
+RESULT_FIELDS = ("objectives", "algorithm", "seed", "base_accuracy", "base_macs", "base_params",
+                 "max_accuracy_drop")
+"""What a :class:`SearchResult` holds besides its archive (see :meth:`SearchResult.meta`)."""
 
 
 @dataclass
@@ -79,3 +85,71 @@ class SearchResult:
     def n_evals(self):
         """Number of candidates in the archive, cached ones included."""
         return len(self.archive)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], archive: Sequence[Evaluation], *, space: Any = None,
+                  pymoo_result: Any = None) -> "SearchResult":
+        """The one place a :class:`SearchResult` is assembled.
+
+        Args:
+            meta: The :data:`RESULT_FIELDS` (as :meth:`meta` returns them, e.g. read back from a
+                run directory's JSON).
+            archive: The evaluations, in order (copied into a new list).
+            space: The space searched, if at hand.
+            pymoo_result: pymoo's ``Result``, when the search ran in this process.
+
+        Raises:
+            MopruneValueError: ``meta`` is not a mapping or lacks one of :data:`RESULT_FIELDS`.
+        """
+        if not isinstance(meta, Mapping):
+            raise invalid_value("meta", f"a mapping with keys {list(RESULT_FIELDS)}", type(meta).__name__)
+        missing = [key for key in RESULT_FIELDS if key not in meta]
+        if missing:
+            raise invalid_value("meta", f"a mapping with keys {list(RESULT_FIELDS)}", f"one missing {missing}")
+        drop = meta["max_accuracy_drop"]
+        return cls(archive=list(archive), objectives=tuple(meta["objectives"]), algorithm=str(meta["algorithm"]),
+                   seed=int(meta["seed"]), base_accuracy=float(meta["base_accuracy"]),
+                   base_macs=float(meta["base_macs"]), base_params=float(meta["base_params"]),
+                   max_accuracy_drop=None if drop is None else float(drop), pymoo_result=pymoo_result,
+                   space=space)
+
+    @classmethod
+    def from_problem(cls, problem: Any, *, algorithm: str, seed: int, archive: Optional[Sequence[Evaluation]] = None,
+                     base_accuracy: Optional[float] = None, pymoo_result: Any = None) -> "SearchResult":
+        """The result of a search of ``problem`` (a :class:`moprune.PruningProblem` or a view of one).
+
+        The objectives are ``problem.result_objectives`` (a scalarized view adds its score);
+        archive, base values and space come from the root problem (``problem.parent`` for a view).
+
+        Args:
+            problem: The problem the algorithm searched.
+            algorithm: The algorithm's name.
+            seed: The run's seed.
+            archive: The evaluations (default: the root problem's archive).
+            base_accuracy: Overrides the root problem's ``base_accuracy`` (a value measured earlier).
+            pymoo_result: pymoo's ``Result``.
+        """
+        root = getattr(problem, "parent", problem)
+        meta = {
+            "objectives": tuple(problem.result_objectives),
+            "algorithm": algorithm,
+            "seed": seed,
+            "base_accuracy": root.base_accuracy if base_accuracy is None else base_accuracy,
+            "base_macs": root.base_macs,
+            "base_params": root.base_params,
+            "max_accuracy_drop": root.max_accuracy_drop,
+        }
+        return cls.from_meta(meta, root.archive if archive is None else archive, space=root.space,
+                             pymoo_result=pymoo_result)
+
+    def meta(self) -> Dict[str, Any]:
+        """The :data:`RESULT_FIELDS` as plain JSON values (objectives as a list)."""
+        return {
+            "objectives": [str(o) for o in self.objectives],
+            "algorithm": str(self.algorithm),
+            "seed": int(self.seed),
+            "base_accuracy": float(self.base_accuracy),
+            "base_macs": float(self.base_macs),
+            "base_params": float(self.base_params),
+            "max_accuracy_drop": None if self.max_accuracy_drop is None else float(self.max_accuracy_drop),
+        }
