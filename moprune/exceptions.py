@@ -13,11 +13,19 @@ class MopruneValueError(ValueError, MopruneError):
     """An argument has a value outside what is allowed."""
 
 
+class ConflictingArgumentsError(MopruneValueError, TypeError):
+    """Arguments that are each valid but cannot be given together (e.g. ``n_gen`` and ``n_evals``).
+
+    It is also a ``TypeError``, as Python raises for a call whose arguments do not fit together.
+    Built by :func:`moprune.validation.conflict`.
+    """
+
+
 class DataError(MopruneError):
     """A data file is missing, corrupt or malformed."""
 
 
-def invalid_value(name, allowed, received):
+def invalid_value(name: str, allowed: str, received: object) -> MopruneValueError:
     """Build the standard "bad argument" error.
 
     Args:

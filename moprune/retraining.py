@@ -18,6 +18,7 @@ from torch import nn
 from moprune.data import Splits
 from moprune.exceptions import invalid_value
 from moprune.train import evaluate, fit, zeros_kept
+from moprune.validation import check_bool, check_real, check_seed, conflict
 
 __all__ = ["RetrainResult", "count_macs_params", "retrain"]
 
@@ -150,15 +151,11 @@ def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature
         raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
     if base_model is not None and not isinstance(base_model, nn.Module):
         raise invalid_value("base_model", "an nn.Module or None", type(base_model).__name__)
-    if isinstance(distill_weight, bool) or not isinstance(distill_weight, (int, float)) \
-            or not 0.0 <= distill_weight <= 1.0:
-        raise invalid_value("distill_weight", "a float in [0, 1]", distill_weight)
+    distill_weight = check_real("distill_weight", distill_weight, low=0, high=1)
     if distill_weight > 0 and base_model is None:
-        raise invalid_value("base_model", "the teacher model (distill_weight > 0 needs base_model)", None)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise invalid_value("seed", "a non-negative int", seed)
-    if not isinstance(keep_zeros, bool):
-        raise invalid_value("keep_zeros", "True or False", keep_zeros)
+        raise conflict(("base_model",), "the teacher model (distill_weight > 0 needs base_model)", None)
+    seed = check_seed(seed)
+    keep_zeros = check_bool("keep_zeros", keep_zeros)
     model = _candidate_model(candidate)
     generator = torch.Generator().manual_seed(int(seed))
     teacher = None

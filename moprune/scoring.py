@@ -15,39 +15,15 @@ Example:
     1.15
 """
 
-import math
-import numbers
-
 import numpy as np
 
 from moprune.exceptions import invalid_value
 from moprune.registry import Registry
+from moprune.validation import check_choice, check_real, conflict
 
 SCORINGS = Registry("scoring")
 
 _COSTS = ("macs", "params")
-
-
-def _check_real(name, value, *, low=None, high=None, low_open=False, allowed=None):
-    """Return ``value`` as float, or raise naming the argument, the allowed range and the value."""
-    if allowed is None:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        allowed = f"a real number in {'(' if low_open else '['}{lo}, {hi}]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise invalid_value(name, allowed, value)
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise invalid_value(name, allowed, value)
-    if high is not None and value > high:
-        raise invalid_value(name, allowed, value)
-    return value
-
-
-def _check_cost(cost):
-    if cost not in _COSTS:
-        raise invalid_value("cost", f"one of {list(_COSTS)}", cost)
-    return cost
 
 
 class Scoring:
@@ -104,11 +80,10 @@ class WeightedScore(Scoring):
     name = "weighted"
 
     def __init__(self, *, w_acc=1.0, w_macs=1.0, w_params=0.0, w_sparsity=0.0):
-        allowed = "a finite real number >= 0"
-        self.w_acc = _check_real("w_acc", w_acc, low=0.0, allowed=allowed)
-        self.w_macs = _check_real("w_macs", w_macs, low=0.0, allowed=allowed)
-        self.w_params = _check_real("w_params", w_params, low=0.0, allowed=allowed)
-        self.w_sparsity = _check_real("w_sparsity", w_sparsity, low=0.0, allowed=allowed)
+        self.w_acc = check_real("w_acc", w_acc, low=0)
+        self.w_macs = check_real("w_macs", w_macs, low=0)
+        self.w_params = check_real("w_params", w_params, low=0)
+        self.w_sparsity = check_real("w_sparsity", w_sparsity, low=0)
         if self.w_acc == self.w_macs == self.w_params == self.w_sparsity == 0.0:
             raise invalid_value("w_acc, w_macs, w_params, w_sparsity", "weights not all zero",
                                 (w_acc, w_macs, w_params, w_sparsity))
@@ -142,10 +117,10 @@ class ThresholdScore(Scoring):
     name = "threshold"
 
     def __init__(self, *, threshold=2.0, epsilon=10.0, lam=0.5, cost="params"):
-        self.threshold = _check_real("threshold", threshold, low=0.0, high=100.0)
-        self.epsilon = _check_real("epsilon", epsilon, low=0.0, low_open=True)
-        self.lam = _check_real("lam", lam, low=0.0, high=1.0)
-        self.cost = _check_cost(cost)
+        self.threshold = check_real("threshold", threshold, low=0.0, high=100.0, unit="accuracy points")
+        self.epsilon = check_real("epsilon", epsilon, low=0, low_open=True)
+        self.lam = check_real("lam", lam, low=0.0, high=1.0)
+        self.cost = check_choice("cost", cost, _COSTS)
 
     def _score(self, accuracy, macs_ratio, params_ratio, sparsity, base_accuracy):
         drop = 100.0 * (base_accuracy - accuracy)
@@ -183,9 +158,9 @@ class GeneCAIScore(Scoring):
     name = "genecai"
 
     def __init__(self, *, acc_threshold=0.0, cost="macs", min_penalty=0.1):
-        self.acc_threshold = _check_real("acc_threshold", acc_threshold, low=0.0, high=100.0)
-        self.cost = _check_cost(cost)
-        self.min_penalty = _check_real("min_penalty", min_penalty, low=0.0, low_open=True)
+        self.acc_threshold = check_real("acc_threshold", acc_threshold, low=0.0, high=100.0)
+        self.cost = check_choice("cost", cost, _COSTS)
+        self.min_penalty = check_real("min_penalty", min_penalty, low=0, low_open=True)
 
     def penalty(self, accuracy, base_accuracy):
         """Eq. 7's ``PEN_acc`` in points, floored at ``min_penalty``."""
@@ -211,10 +186,12 @@ def make_scoring(scoring, **kwargs):
 
     Raises:
         MopruneValueError: Unknown name (the message lists the choices) or a bad argument.
-        TypeError: Unknown keyword arguments, or keyword arguments given with an instance.
+        TypeError: Unknown keyword arguments.
+        ConflictingArgumentsError: Keyword arguments given with an instance.
     """
     if isinstance(scoring, Scoring):
         if kwargs:
-            raise TypeError(f"scoring options {sorted(kwargs)} cannot be given with a Scoring instance")
+            raise conflict(("scoring options",), "empty with a Scoring instance (it is configured already)",
+                           sorted(kwargs))
         return scoring
     return SCORINGS.get(scoring)(**kwargs)

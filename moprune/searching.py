@@ -6,7 +6,6 @@ Example:
     500
 """
 
-import numbers
 import time
 
 from pymoo.core.algorithm import Algorithm
@@ -19,19 +18,14 @@ from moprune.archive import SearchResult
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.problem import PruningProblem
+from moprune.validation import check_callable, check_int, check_pop_size, check_seed, conflict
 
 logger = get_logger("search")
 
 _MAX_STALLS = 100
 
 
-def _check_count(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise invalid_value(name, f"an int >= {minimum}", value)
-    return int(value)
-
-
-def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
+def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
            progress=False, on_generation=None, resume=None, **options):
     """Search ``problem`` with a registered algorithm and return every candidate it asked for.
 
@@ -80,21 +74,17 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
     if not isinstance(problem, PruningProblem):
         raise invalid_value("problem", "a moprune.PruningProblem", type(problem).__name__)
     if (n_gen is None) == (n_evals is None):
-        raise invalid_value("n_gen, n_evals", "exactly one of them set", (n_gen, n_evals))
+        raise conflict(("n_gen", "n_evals"), "exactly one of them set", (n_gen, n_evals))
     if n_gen is not None:
-        n_gen = _check_count("n_gen", n_gen)
+        n_gen = check_int("n_gen", n_gen, low=1)
         termination = MaximumGenerationTermination(n_gen)
     else:
-        n_evals = _check_count("n_evals", n_evals)
+        n_evals = check_int("n_evals", n_evals, low=1)
         termination = MaximumFunctionCallTermination(n_evals)
-    pop_size = _check_count("pop_size", pop_size)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise invalid_value("seed", "an int >= 0", seed)
-    seed = int(seed)
-    if callback is not None and not callable(callback):
-        raise invalid_value("callback", "None or a callable(algorithm)", callback)
-    if on_generation is not None and not callable(on_generation):
-        raise invalid_value("on_generation", "None or a callable(algorithm, problem)", on_generation)
+    pop_size = check_pop_size(pop_size)
+    seed = check_seed(seed)
+    check_callable("callback", callback, "(algorithm)")
+    check_callable("on_generation", on_generation, "(algorithm, problem)")
     if resume is not None:
         if (not isinstance(resume, dict) or set(resume) != {"algorithm", "archive"}
                 or not isinstance(resume["algorithm"], Algorithm) or resume["algorithm"].problem is None):
@@ -105,7 +95,8 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
         name, algo = algorithm, resume["algorithm"]
     elif isinstance(algorithm, Algorithm):
         if options:
-            raise TypeError(f"options {sorted(options)} cannot be given with an Algorithm instance")
+            raise conflict(("options",), "empty with a pymoo Algorithm instance (it is configured already)",
+                           sorted(options))
         # run in place (its state stays inspectable after the run); a used instance is refused
         if algorithm.problem is not None:
             raise invalid_value("algorithm", "a pymoo Algorithm that has not been run yet (build a new one)",
@@ -152,18 +143,8 @@ def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None,
                     after["n_evaluated"] - counters_before["n_evaluated"],
                     after["n_cached"] - counters_before["n_cached"],
                     after["n_failed"] - counters_before["n_failed"])
-    return SearchResult(
-        archive=root.archive,
-        objectives=tuple(run_problem.result_objectives),
-        algorithm=name,
-        seed=seed,
-        base_accuracy=base_accuracy,
-        base_macs=float(root.base_macs),
-        base_params=float(root.base_params),
-        max_accuracy_drop=root.max_accuracy_drop,
-        pymoo_result=result,
-        space=root.space,
-    )
+    return SearchResult.from_problem(run_problem, algorithm=name, seed=seed, base_accuracy=base_accuracy,
+                                     pymoo_result=result)
 
 
 def _run(algo, run_problem, root, n_evals, name, bar, on_generation=None):

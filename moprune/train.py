@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from moprune.exceptions import invalid_value
+from moprune.validation import check_choice, check_int, check_real
 
 _OPTIMIZERS = ("sgd", "adam")
 
@@ -28,18 +28,13 @@ def batches(dataset, batch_size, *, shuffle=False, generator=None):
             yield images[index], labels[index]
 
 
-def _check_positive(name, value, kinds=(int,)):
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise invalid_value(name, "a positive " + " or ".join(k.__name__ for k in kinds), value)
-
-
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size=250):
     """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1].
 
     The model is put in eval mode and left there.
     """
-    _check_positive("batch_size", batch_size)
+    check_int("batch_size", batch_size, low=1)
     model.eval()
     correct = 0
     for x, y in batches(dataset, batch_size):
@@ -51,9 +46,7 @@ def _make_optimizer(model, optimizer, lr, momentum, weight_decay):
     if optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
                                weight_decay=weight_decay)
-    if optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise invalid_value("optimizer", f"one of {list(_OPTIMIZERS)}", optimizer)
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def fit(model, dataset, *, epochs=1, max_steps=None, lr=0.05, batch_size=128, optimizer="sgd",
@@ -82,15 +75,13 @@ def fit(model, dataset, *, epochs=1, max_steps=None, lr=0.05, batch_size=128, op
     Returns:
         The mean training loss of the last epoch.
     """
-    _check_positive("epochs", epochs)
-    _check_positive("batch_size", batch_size)
-    _check_positive("lr", lr, (int, float))
-    if max_steps is not None:
-        _check_positive("max_steps", max_steps)
-    if schedule not in ("cosine", "constant"):
-        raise invalid_value("schedule", "'cosine' or 'constant'", schedule)
-    if not 0.0 <= distill_weight <= 1.0:
-        raise invalid_value("distill_weight", "a float in [0, 1]", distill_weight)
+    check_int("epochs", epochs, low=1)
+    check_int("batch_size", batch_size, low=1)
+    check_real("lr", lr, low=0, low_open=True)
+    check_int("max_steps", max_steps, low=1, allow_none=True)
+    check_choice("schedule", schedule, ("cosine", "constant"))
+    check_real("distill_weight", distill_weight, low=0, high=1)
+    check_choice("optimizer", optimizer, _OPTIMIZERS)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -143,7 +134,7 @@ def finetune(model, dataset, *, steps=100, lr=0.01, batch_size=128, optimizer="s
     Returns:
         The mean training loss over the steps taken.
     """
-    _check_positive("steps", steps)
+    check_int("steps", steps, low=1)
     epochs = math.ceil(steps * batch_size / len(dataset))
     return fit(model, dataset, epochs=epochs, max_steps=steps, lr=lr, batch_size=batch_size,
                optimizer=optimizer, weight_decay=0.0, schedule="constant", generator=generator,

@@ -117,7 +117,7 @@ def test_cache_size_limit_and_state_dict():
     restored = EvaluationCache()
     restored.load_state_dict(pickle.loads(pickle.dumps(cache.state_dict())))
     assert list(restored._records) == ["b", "c"] and restored.max_size == 2
-    with pytest.raises(MopruneValueError, match="max_size must be None or a positive int; got 0"):
+    with pytest.raises(MopruneValueError, match="max_size must be None or an int >= 1; got 0"):
         EvaluationCache(max_size=0)
 
 
@@ -193,14 +193,15 @@ def test_bn_recalibration_modes():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"n_samples": 0}, "n_samples must be an int >= 1 or None; got 0"),
+    ({"n_samples": 0}, "n_samples must be None or an int >= 1; got 0"),
     ({"batch_size": -5}, "batch_size must be an int >= 1; got -5"),
     ({"finetune": {"epochs": 1}, "train_data": TRAIN}, "finetune must be a dict with keys among"),
     ({"finetune": 10}, "train_data must be a TensorDataset when finetune is set; got None"),
     ({"bn_recalibration": True}, "train_data must be a TensorDataset when bn_recalibration=True"),
     ({"bn_recalibration": "yes"}, "bn_recalibration must be one of ['auto', True, False]; got 'yes'"),
-    ({"seed": 1.5}, "seed must be an int; got 1.5"),
-    ({"num_threads": 0}, "num_threads must be an int >= 1 or None; got 0"),
+    ({"seed": 1.5}, "seed must be an int >= 0; got 1.5"),
+    ({"seed": -1}, "seed must be an int >= 0; got -1"),
+    ({"num_threads": 0}, "num_threads must be None or an int >= 1; got 0"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(MopruneValueError) as info:

@@ -8,7 +8,7 @@ from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 
 from conftest_search import H1, tiny_problem
-from moprune.exceptions import MopruneValueError
+from moprune.exceptions import ConflictingArgumentsError, MopruneValueError
 from moprune.operators import (
     AdaptiveBitflipMutation,
     BinaryRandomSampling,
@@ -142,7 +142,6 @@ def test_crossovers_are_deterministic():
 @pytest.mark.parametrize("factory, name, value", [
     (lambda: NearOriginalSampling(keep_prob=1.2), "keep_prob", "1.2"),
     (lambda: BinaryRandomSampling(keep_prob=-0.1), "keep_prob", "-0.1"),
-    (lambda: BinaryRandomSampling(min_keep=0.9, max_keep=0.1), "min_keep", "0.9"),
     (lambda: AdaptiveBitflipMutation(rate=0.0), "rate", "0.0"),
     (lambda: AdaptiveBitflipMutation(schedule="cosine"), "schedule", "'cosine'"),
     (lambda: BinaryUniformCrossover(swap_prob=2), "swap_prob", "2"),
@@ -153,6 +152,12 @@ def test_bad_arguments_are_refused(factory, name, value):
         factory()
     message = str(info.value)
     assert message.startswith(f"{name} must be") and message.endswith(f"got {value}")
+
+
+def test_conflicting_keep_bounds_name_both():
+    with pytest.raises(ConflictingArgumentsError) as info:
+        BinaryRandomSampling(min_keep=0.9, max_keep=0.1)
+    assert str(info.value) == "min_keep, max_keep must be min_keep <= max_keep; got (0.9, 0.1)"
 
 
 def test_default_operators_and_their_names():

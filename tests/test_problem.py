@@ -178,7 +178,7 @@ def test_threshold_score_is_algorithm_1():
 
 @pytest.mark.parametrize("kwargs, name, allowed", [
     ({"threshold": 101}, "threshold", "[0.0, 100.0]"), ({"threshold": -0.5}, "threshold", "[0.0, 100.0]"),
-    ({"lam": 1.5}, "lam", "[0.0, 1.0]"), ({"epsilon": 0}, "epsilon", "(0.0, inf]"),
+    ({"lam": 1.5}, "lam", "[0.0, 1.0]"), ({"epsilon": 0}, "epsilon", "a finite real number > 0"),
     ({"cost": "flops"}, "cost", "['macs', 'params']")])
 def test_threshold_score_refuses_bad_arguments(kwargs, name, allowed):
     with pytest.raises(MopruneValueError) as info:

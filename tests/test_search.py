@@ -8,7 +8,7 @@ from conftest_search import H1, H2, TinySpace, make_data, tiny_model, tiny_probl
 from moprune.algorithms import ALGORITHMS
 from moprune.archive import SearchResult
 from moprune.evaluation import Evaluator
-from moprune.exceptions import MopruneValueError
+from moprune.exceptions import ConflictingArgumentsError, MopruneValueError
 from moprune.problem import PruningProblem
 from moprune.searching import search
 
@@ -191,8 +191,9 @@ def test_options_reach_the_factory():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"algorithm": "cmaes", "n_gen": 2}, MopruneValueError, "unknown algorithm 'cmaes'; choose one of: "),
-    ({"n_gen": 2, "n_evals": 10}, MopruneValueError, "n_gen, n_evals must be exactly one of them set; got (2, 10)"),
-    ({}, MopruneValueError, "exactly one of them set; got (None, None)"),
+    ({"n_gen": 2, "n_evals": 10}, ConflictingArgumentsError,
+     "n_gen, n_evals must be exactly one of them set; got (2, 10)"),
+    ({}, ConflictingArgumentsError, "exactly one of them set; got (None, None)"),
     ({"n_gen": 0}, MopruneValueError, "n_gen must be an int >= 1; got 0"),
     ({"n_evals": 2.5}, MopruneValueError, "n_evals must be an int >= 1; got 2.5"),
     ({"n_gen": 2, "pop_size": 0}, MopruneValueError, "pop_size must be an int >= 1; got 0"),
@@ -200,7 +201,7 @@ def test_options_reach_the_factory():
     ({"n_gen": 2, "crossover_rate": 0.5}, TypeError, "crossover_rate"),
     ({"n_gen": 2, "algorithm": "ga", "scoring": "weighted", "scoring_options": {"w_acc": -1}},
      MopruneValueError, "w_acc must be a finite real number >= 0; got -1"),
-    ({"n_gen": 2, "algorithm": "ga", "n_elites": 10}, MopruneValueError, "n_elites must be None or an int in [0, pop_size - 1 = 9]"),
+    ({"n_gen": 2, "algorithm": "ga", "n_elites": 10}, MopruneValueError, "n_elites must be None or an int in [0, 9]; got 10"),
 ])
 def test_bad_arguments_are_refused(kwargs, error, message):
     kwargs = {"algorithm": "nsga2", "pop_size": 10, **kwargs}

@@ -71,11 +71,13 @@ def test_distillation_pulls_student_towards_teacher():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": 0}, "epochs must be a positive int; got 0"),
-    ({"lr": -1.0}, "lr must be a positive int or float; got -1.0"),
+    ({"epochs": 0}, "epochs must be an int >= 1; got 0"),
+    ({"epochs": 1.5}, "epochs must be an int >= 1; got 1.5"),
+    ({"lr": -1.0}, "lr must be a finite real number > 0; got -1.0"),
+    ({"lr": float("nan")}, "lr must be a finite real number > 0; got nan"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of ['sgd', 'adam']; got 'rmsprop'"),
-    ({"schedule": "step"}, "schedule must be 'cosine' or 'constant'; got 'step'"),
-    ({"distill_weight": 2.0}, "distill_weight must be a float in [0, 1]; got 2.0"),
+    ({"schedule": "step"}, "schedule must be one of ['cosine', 'constant']; got 'step'"),
+    ({"distill_weight": 2.0}, "distill_weight must be a real number in [0, 1]; got 2.0"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, message):
     with pytest.raises(MopruneValueError) as info:

@@ -3,8 +3,7 @@
 :class:`SeedAlgorithm` runs on the single-objective view ``problem.scalarized(scoring)``
 (``F = -score``), so all evaluations still go through the one problem, evaluator, cache and
 archive; it clips every batch to the remaining ``n_evals`` budget and keeps the best individual
-ever evaluated as ``opt``. The ``check_*`` helpers validate factory options with the standard
-error message.
+ever evaluated as ``opt``. Options are validated with :mod:`moprune.validation`.
 """
 
 import math
@@ -17,59 +16,7 @@ from pymoo.termination.max_eval import MaximumFunctionCallTermination
 
 from moprune.exceptions import invalid_value
 
-__all__ = ["SeedAlgorithm", "check_choice", "check_int", "check_real", "max_evals_of", "reject_unknown", "take", "top"]
-
-# --------------------------------------------------------------------------------------------
-# argument checks shared by the seed algorithms
-
-
-def check_int(name, value, *, low=None, allow_none=False):
-    """Return ``value`` as int, or raise naming the argument, the allowed values and the value."""
-    if value is None and allow_none:
-        return None
-    allowed = f"an int >= {low}" if low is not None else "an int"
-    if allow_none:
-        allowed = "None or " + allowed
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise invalid_value(name, allowed, value)
-    if low is not None and value < low:
-        raise invalid_value(name, allowed, value)
-    return int(value)
-
-
-def check_real(name, value, *, low=None, high=None, low_open=False, high_open=False, allow_none=False):
-    """Return ``value`` as float within the given (open or closed) bounds, or raise."""
-    if value is None and allow_none:
-        return None
-    lo = "-inf" if low is None else f"{low}"
-    hi = "inf" if high is None else f"{high}"
-    allowed = f"a real number in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
-    if allow_none:
-        allowed = "None or " + allowed
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise invalid_value(name, allowed, value)
-    value = float(value)
-    if not math.isfinite(value):
-        raise invalid_value(name, allowed, value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise invalid_value(name, allowed, value)
-    if high is not None and (value > high or (high_open and value == high)):
-        raise invalid_value(name, allowed, value)
-    return value
-
-
-def check_choice(name, value, choices):
-    """Return ``value`` if it is one of ``choices``, else raise listing them."""
-    if value not in choices:
-        raise invalid_value(name, f"one of {list(choices)}", value)
-    return value
-
-
-def reject_unknown(options, kind):
-    """Raise ``TypeError`` naming every unknown option of algorithm ``kind``."""
-    if options:
-        raise TypeError(f"{kind}: unknown option(s) {sorted(options)}")
-
+__all__ = ["SeedAlgorithm", "max_evals_of", "take", "top"]
 
 # --------------------------------------------------------------------------------------------
 # the shared base

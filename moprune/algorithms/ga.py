@@ -5,18 +5,16 @@ Tournament selection, crossover, adaptive bit-flip mutation and elitism (documen
 ``"threshold"`` (document 003, Algorithm 1) or ``"genecai"`` (document 004, eq. 9).
 """
 
-import numbers
-
 import numpy as np
 from pymoo.algorithms.soo.nonconvex.ga import GA, FitnessSurvival
+from pymoo.core.population import Population
 from pymoo.core.survival import Survival
 from pymoo.operators.selection.tournament import TournamentSelection
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.nsga2 import check_offsprings, check_pop_size
-from moprune.exceptions import invalid_value
 from moprune.operators import default_operators
 from moprune.problem import bind_problem
+from moprune.validation import check_bool, check_dict, check_int, check_pop_size
 
 
 def _order(pop):
@@ -56,8 +54,6 @@ class ElitistSurvival(Survival):
         chosen = list(elites) + list(rest[:n_survive - len(elites)])
         if len(chosen) < n_survive:
             chosen += list(old[len(elites):len(elites) + n_survive - len(chosen)])
-        from pymoo.core.population import Population
-
         survivors = Population.create(*chosen)
         order = _order(survivors)
         survivors = survivors[order]
@@ -88,23 +84,19 @@ def make_ga(problem, *, pop_size, scoring="weighted", scoring_options=None, n_el
     Returns:
         A configured ``pymoo.algorithms.soo.nonconvex.ga.GA`` bound to the scalarized problem.
     """
-    pop_size = check_pop_size(pop_size)
-    if scoring_options is not None and not isinstance(scoring_options, dict):
-        raise invalid_value("scoring_options", "None or a dict", scoring_options)
-    scalar = problem.scalarized(scoring, **(scoring_options or {}))
+    pop_size = check_pop_size(pop_size, minimum=2)
+    scalar = problem.scalarized(scoring, **check_dict("scoring_options", scoring_options))
+    n_elites = check_int("n_elites", n_elites, low=0, high=pop_size - 1, allow_none=True)
     if n_elites is None:
         survival, n_offsprings = FitnessSurvival(), pop_size
     else:
-        if isinstance(n_elites, bool) or not isinstance(n_elites, numbers.Integral) or not 0 <= n_elites < pop_size:
-            raise invalid_value("n_elites", f"None or an int in [0, pop_size - 1 = {pop_size - 1}]", n_elites)
-        survival, n_offsprings = ElitistSurvival(int(n_elites)), pop_size - int(n_elites)
-    if (isinstance(tournament_size, bool) or not isinstance(tournament_size, numbers.Integral)
-            or tournament_size < 1):
-        raise invalid_value("tournament_size", "an int >= 1", tournament_size)
+        survival, n_offsprings = ElitistSurvival(n_elites), pop_size - n_elites
+    tournament_size = check_int("tournament_size", tournament_size, low=1)
     ops = default_operators(problem.space, sampling=sampling, keep_prob=keep_prob, crossover=crossover,
                             crossover_prob=crossover_prob, mutation_rate=mutation_rate,
                             final_mutation_rate=final_mutation_rate, mutation_schedule=mutation_schedule)
-    algorithm = GA(pop_size=pop_size, n_offsprings=check_offsprings(n_offsprings, pop_size),
-                   selection=TournamentSelection(func_comp=tournament, pressure=int(tournament_size)),
-                   survival=survival, eliminate_duplicates=bool(eliminate_duplicates), **ops)
+    algorithm = GA(pop_size=pop_size, n_offsprings=n_offsprings,
+                   selection=TournamentSelection(func_comp=tournament, pressure=tournament_size),
+                   survival=survival, eliminate_duplicates=check_bool("eliminate_duplicates", eliminate_duplicates),
+                   **ops)
     return bind_problem(algorithm, scalar)

@@ -29,7 +29,7 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm, check_choice, check_int, check_real, reject_unknown
+from moprune.algorithms.base import SeedAlgorithm
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
 from moprune.operators.continuous import (
@@ -43,6 +43,7 @@ from moprune.operators.continuous import (
 )
 from moprune.problem import bind_problem
 from moprune.scoring import GeneCAIScore, Scoring, make_scoring
+from moprune.validation import check_choice, check_int, check_pop_size, check_real
 
 __all__ = ["GeneCAI", "make_genecai"]
 
@@ -80,8 +81,8 @@ class GeneCAI(SeedAlgorithm):
     def __init__(self, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, sigma=0.2, p_mutate=0.4,
                  accuracy_threshold, initialization="directed", bisection_steps=6, scoring, **kwargs):
         super().__init__(scoring=scoring, **kwargs)
-        self.pop_size = check_int("pop_size", pop_size, low=2)
-        self.accuracy_threshold = check_real("accuracy_threshold", accuracy_threshold, low=0.0, high=1.0)
+        self.pop_size = check_pop_size(pop_size, minimum=2)
+        self.accuracy_threshold = check_real("accuracy_threshold", accuracy_threshold, low=0, high=1)
         self.initialization = check_choice("initialization", initialization, INITIALIZATIONS)
         self.bisection_steps = check_int("bisection_steps", bisection_steps, low=1)
         self.selection = FitnessProportionateSelection(pairing="distance")
@@ -160,7 +161,7 @@ def _default_accuracy_threshold(problem, max_accuracy_drop):
 @ALGORITHMS.register("genecai")
 def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, sigma=0.2, p_mutate=0.4,
                  acc_threshold=None, initialization="directed", bisection_steps=6, cost="macs",
-                 scoring=None, **options):
+                 scoring=None):
     """Build GeneCAI (see :class:`GeneCAI`) for a continuous (ratio-encoded) space.
 
     Args:
@@ -179,7 +180,6 @@ def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, si
         scoring: A :class:`~moprune.scoring.Scoring` or registry name to use instead of
             ``GeneCAIScore`` (then ``cost`` is ignored; ``acc_threshold`` still sets the
             boundary characterisation).
-        **options: Unknown options raise ``TypeError``.
 
     Returns:
         A :class:`GeneCAI`.
@@ -188,7 +188,6 @@ def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, si
         TypeError: Unknown options.
         MopruneValueError: An option is outside its allowed values or the space is binary.
     """
-    reject_unknown(options, "genecai")
     check_choice("cost", cost, ("macs", "params"))
     space = getattr(problem, "space", None)
     if space is not None and getattr(space, "vtype", float) is bool:
@@ -197,7 +196,7 @@ def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, si
     if acc_threshold is None:
         drop = getattr(problem, "max_accuracy_drop", None)
         acc_threshold = _default_accuracy_threshold(problem, 2.0 if drop is None else drop)
-    acc_threshold = check_real("acc_threshold", acc_threshold, low=0.0, high=100.0)
+    acc_threshold = check_real("acc_threshold", acc_threshold, low=0, high=100, unit="percent")
     if scoring is None:
         scoring = GeneCAIScore(acc_threshold=acc_threshold, cost=cost)
     elif not isinstance(scoring, Scoring):

@@ -1,28 +1,10 @@
 """``"nsga2"``: pymoo's NSGA-II with moprune's operators."""
 
-import numbers
-
 from pymoo.algorithms.moo.nsga2 import NSGA2
 
 from moprune.algorithms import ALGORITHMS
-from moprune.exceptions import invalid_value
 from moprune.operators import default_operators
-
-
-def check_pop_size(pop_size, *, minimum=2):
-    """``pop_size`` as an int, or raise naming it."""
-    if isinstance(pop_size, bool) or not isinstance(pop_size, numbers.Integral) or pop_size < minimum:
-        raise invalid_value("pop_size", f"an int >= {minimum}", pop_size)
-    return int(pop_size)
-
-
-def check_offsprings(n_offsprings, pop_size):
-    """``n_offsprings`` (default ``pop_size``) as an int, or raise naming it."""
-    if n_offsprings is None:
-        return pop_size
-    if isinstance(n_offsprings, bool) or not isinstance(n_offsprings, numbers.Integral) or n_offsprings < 1:
-        raise invalid_value("n_offsprings", "None or an int >= 1", n_offsprings)
-    return int(n_offsprings)
+from moprune.validation import check_bool, check_int, check_pop_size
 
 
 @ALGORITHMS.register("nsga2")
@@ -48,9 +30,10 @@ def make_nsga2(problem, *, pop_size, sampling="random", keep_prob=None, crossove
     Returns:
         A configured ``pymoo.algorithms.moo.nsga2.NSGA2``.
     """
-    pop_size = check_pop_size(pop_size)
+    pop_size = check_pop_size(pop_size, minimum=2)
+    n_offsprings = check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size
     ops = default_operators(problem.space, sampling=sampling, keep_prob=keep_prob, crossover=crossover,
                             crossover_prob=crossover_prob, mutation_rate=mutation_rate,
                             final_mutation_rate=final_mutation_rate, mutation_schedule=mutation_schedule)
-    return NSGA2(pop_size=pop_size, n_offsprings=check_offsprings(n_offsprings, pop_size),
-                 eliminate_duplicates=bool(eliminate_duplicates), **ops)
+    return NSGA2(pop_size=pop_size, n_offsprings=n_offsprings,
+                 eliminate_duplicates=check_bool("eliminate_duplicates", eliminate_duplicates), **ops)

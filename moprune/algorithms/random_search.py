@@ -5,9 +5,9 @@ from pymoo.core.population import Population
 from pymoo.util.optimum import filter_optimum
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.nsga2 import check_pop_size
 from moprune.operators import default_operators
 from moprune.problem import bind_problem
+from moprune.validation import check_pop_size, conflict
 
 
 class RandomSearch(Algorithm):
@@ -66,9 +66,10 @@ def make_random(problem, *, pop_size, sampling="random", keep_prob=None, scoring
     Returns:
         A :class:`RandomSearch`.
     """
-    pop_size = check_pop_size(pop_size, minimum=1)
+    pop_size = check_pop_size(pop_size)
     if scoring is None and scoring_options is not None:
-        raise TypeError("scoring_options given without scoring")
+        raise conflict(("scoring", "scoring_options"), "scoring set when scoring_options are given",
+                       (scoring, scoring_options))
     ops = default_operators(problem.space, sampling=sampling, keep_prob=keep_prob)
     algorithm = RandomSearch(pop_size=pop_size, sampling=ops["sampling"], repair=ops["repair"])
     if scoring is not None:

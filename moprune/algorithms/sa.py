@@ -32,10 +32,10 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm, check_int, check_real, reject_unknown
-from moprune.exceptions import invalid_value
+from moprune.algorithms.base import SeedAlgorithm
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, WeightedScore, make_scoring
+from moprune.validation import check_bool, check_pop_size, check_probability, check_real
 
 __all__ = ["SimulatedAnnealing", "make_sa"]
 
@@ -68,18 +68,16 @@ class SimulatedAnnealing(SeedAlgorithm):
     def __init__(self, *, pop_size, initial_temperature=0.05, final_temperature=1e-4, mutation_rate=0.15,
                  min_mutation_rate=0.01, layerwise=False, max_loss=2.0, loss_penalty=1.0, scoring, **kwargs):
         super().__init__(scoring=scoring, **kwargs)
-        self.pop_size = check_int("pop_size", pop_size, low=1)
-        self.initial_temperature = check_real("initial_temperature", initial_temperature, low=0.0, low_open=True)
-        self.final_temperature = check_real("final_temperature", final_temperature, low=0.0, low_open=True,
+        self.pop_size = check_pop_size(pop_size)
+        self.initial_temperature = check_real("initial_temperature", initial_temperature, low=0, low_open=True)
+        self.final_temperature = check_real("final_temperature", final_temperature, low=0, low_open=True,
                                             high=self.initial_temperature)
-        self.mutation_rate = check_real("mutation_rate", mutation_rate, low=0.0, high=1.0, low_open=True)
-        self.min_mutation_rate = check_real("min_mutation_rate", min_mutation_rate, low=0.0,
+        self.mutation_rate = check_probability("mutation_rate", mutation_rate, allow_zero=False)
+        self.min_mutation_rate = check_real("min_mutation_rate", min_mutation_rate, low=0,
                                             high=self.mutation_rate)
-        if not isinstance(layerwise, bool):
-            raise invalid_value("layerwise", "True or False", layerwise)
-        self.layerwise = layerwise
-        self.max_loss = check_real("max_loss", max_loss, low=0.0, high=100.0)
-        self.loss_penalty = check_real("loss_penalty", loss_penalty, low=0.0)
+        self.layerwise = check_bool("layerwise", layerwise)
+        self.max_loss = check_real("max_loss", max_loss, low=0, high=100, unit="accuracy points")
+        self.loss_penalty = check_real("loss_penalty", loss_penalty, low=0)
         self.state_X = None
         self.state_E = None
         self.state_drop = None
@@ -218,7 +216,7 @@ class SimulatedAnnealing(SeedAlgorithm):
 
 @ALGORITHMS.register("sa")
 def make_sa(problem, *, pop_size, initial_temperature=0.05, final_temperature=1e-4, mutation_rate=0.15,
-            min_mutation_rate=0.01, layerwise=False, max_loss=None, loss_penalty=1.0, scoring=None, **options):
+            min_mutation_rate=0.01, layerwise=False, max_loss=None, loss_penalty=1.0, scoring=None):
     """Build simulated annealing (see :class:`SimulatedAnnealing`).
 
     Args:
@@ -235,12 +233,10 @@ def make_sa(problem, *, pop_size, initial_temperature=0.05, final_temperature=1e
         scoring: A :class:`~moprune.scoring.Scoring` or registry name (default: accuracy plus
             sparsity, ``WeightedScore(w_acc=1, w_macs=0, w_sparsity=1)``: document 002 balances
             loss against sparsity).
-        **options: Unknown options raise ``TypeError``.
 
     Returns:
         A :class:`SimulatedAnnealing`.
     """
-    reject_unknown(options, "sa")
     if max_loss is None:
         drop = getattr(problem, "max_accuracy_drop", None)
         max_loss = 2.0 if drop is None else drop

@@ -19,10 +19,11 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm, check_int, check_real, reject_unknown, top
+from moprune.algorithms.base import SeedAlgorithm, top
 from moprune.operators.binary import AdaptiveBitflipMutation, BinarySinglePointCrossover, NearOriginalSampling
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, ThresholdScore, make_scoring
+from moprune.validation import check_int, check_pop_size, check_probability, conflict
 
 __all__ = ["ThresholdGA", "make_threshold_ga"]
 
@@ -58,11 +59,11 @@ class ThresholdGA(SeedAlgorithm):
     def __init__(self, *, pop_size, n_parents=10, mutation_prob=None, population_threshold=None,
                  initial_flip_prob=0.05, scoring, **kwargs):
         super().__init__(scoring=scoring, **kwargs)
-        self.pop_size = check_int("pop_size", pop_size, low=2)
+        self.pop_size = check_pop_size(pop_size, minimum=2)
         self.n_parents = check_int("n_parents", n_parents, low=2)
-        self.mutation_prob = check_real("mutation_prob", mutation_prob, low=0.0, high=1.0, allow_none=True)
+        self.mutation_prob = check_probability("mutation_prob", mutation_prob, allow_none=True)
         self.population_threshold = check_int("population_threshold", population_threshold, low=2, allow_none=True)
-        self.initial_flip_prob = check_real("initial_flip_prob", initial_flip_prob, low=0.0, high=1.0)
+        self.initial_flip_prob = check_probability("initial_flip_prob", initial_flip_prob)
         if self.population_threshold is None:
             self.population_threshold = 6 * self.pop_size
         # the two recombinations of a pair; the two parent copies are added in _infill
@@ -145,7 +146,7 @@ class ThresholdGA(SeedAlgorithm):
 
 @ALGORITHMS.register("threshold_ga")
 def make_threshold_ga(problem, *, pop_size, n_parents=10, mutation_prob=None, population_threshold=None,
-                      initial_flip_prob=0.05, threshold=None, scoring=None, **options):
+                      initial_flip_prob=0.05, threshold=None, scoring=None):
     """Build document 003's threshold GA (see :class:`ThresholdGA`).
 
     Args:
@@ -159,7 +160,6 @@ def make_threshold_ga(problem, *, pop_size, n_parents=10, mutation_prob=None, po
             :class:`~moprune.scoring.ThresholdScore` (default: the problem's
             ``max_accuracy_drop``, else 2 as in document 003). Not allowed with ``scoring``.
         scoring: A :class:`~moprune.scoring.Scoring` or a registry name to use instead.
-        **options: pymoo ``Algorithm`` arguments are not accepted here; unknown options raise.
 
     Returns:
         A :class:`ThresholdGA`.
@@ -167,10 +167,10 @@ def make_threshold_ga(problem, *, pop_size, n_parents=10, mutation_prob=None, po
     Raises:
         TypeError: Unknown options.
         MopruneValueError: An option is outside its allowed values.
+        ConflictingArgumentsError: Both ``threshold`` and ``scoring`` are given.
     """
-    reject_unknown(options, "threshold_ga")
     if scoring is not None and threshold is not None:
-        raise TypeError("threshold_ga: give either threshold or scoring, not both")
+        raise conflict(("threshold", "scoring"), "at most one of them set", (threshold, scoring))
     if scoring is None:
         if threshold is None:
             threshold = getattr(problem, "max_accuracy_drop", None)

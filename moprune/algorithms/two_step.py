@@ -45,13 +45,21 @@ from pymoo.core.population import Population
 from pymoo.core.termination import Termination
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import check_choice, check_int, check_real, reject_unknown
 from moprune.evaluation.evaluator import plan_seed
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, make_scoring
 from moprune.train import finetune, zeros_kept
+from moprune.validation import (
+    check_choice,
+    check_dict,
+    check_int,
+    check_pop_size,
+    check_probability,
+    check_real,
+    conflict,
+)
 
 __all__ = ["TwoStep", "make_two_step"]
 
@@ -110,21 +118,19 @@ class TwoStep(Algorithm):
     def __init__(self, *, pop_size, inner="nsga2", inner_options=None, n_rounds=2, elite_scoring,
                  reseed_rate=0.05, retrain_steps=0, retrain_lr=0.01, retrain_batch_size=128, **kwargs):
         super().__init__(**kwargs)
-        self.pop_size = check_int("pop_size", pop_size, low=2)
+        self.pop_size = check_pop_size(pop_size, minimum=2)
         self.inner = check_choice("inner", inner, INNER)
-        if inner_options is not None and not isinstance(inner_options, dict):
-            raise invalid_value("inner_options", "None or a dict of the inner factory's options", inner_options)
-        self.inner_options = dict(inner_options or {})
-        if "sampling" in self.inner_options and n_rounds > 1:
-            raise invalid_value("inner_options", "no 'sampling' (rounds after the first are re-seeded)",
-                                sorted(self.inner_options))
+        self.inner_options = check_dict("inner_options", inner_options)
         self.n_rounds = check_int("n_rounds", n_rounds, low=1)
+        if "sampling" in self.inner_options and self.n_rounds > 1:
+            raise conflict(("inner_options", "n_rounds"), "no 'sampling' in inner_options when n_rounds > 1 "
+                           "(rounds after the first are re-seeded)", (sorted(self.inner_options), n_rounds))
         if not isinstance(elite_scoring, Scoring):
             raise invalid_value("elite_scoring", "a moprune.scoring.Scoring", elite_scoring)
         self.elite_scoring = elite_scoring
-        self.reseed_rate = check_real("reseed_rate", reseed_rate, low=0.0, high=1.0, low_open=True)
+        self.reseed_rate = check_probability("reseed_rate", reseed_rate, allow_zero=False)
         self.retrain_steps = check_int("retrain_steps", retrain_steps, low=0)
-        self.retrain_lr = check_real("retrain_lr", retrain_lr, low=0.0, low_open=True)
+        self.retrain_lr = check_real("retrain_lr", retrain_lr, low=0, low_open=True)
         self.retrain_batch_size = check_int("retrain_batch_size", retrain_batch_size, low=1)
         self.round = 0
         self.elites = []
@@ -359,17 +365,12 @@ def make_two_step(problem, *, pop_size, inner="nsga2", n_rounds=2, reseed_rate=0
     if retrain_steps is None:
         retrain_steps = 100 if has_data and rebasable else 0
     if retrain_steps > 0 and not has_data:
-        raise invalid_value("train_data", "training data on the Evaluator (Evaluator(train_data=...)) when "
-                            f"two_step retrains the elite (retrain_steps={retrain_steps}; 0 turns it off)", None)
+        raise conflict(("train_data",), "training data on the Evaluator (Evaluator(train_data=...)) when "
+                       f"two_step retrains the elite (retrain_steps={retrain_steps}; 0 turns it off)", None)
     if retrain_steps > 0 and not rebasable:
-        raise invalid_value("retrain_steps", f"0 with a space without a rebase() method ({type(space).__name__})",
-                            retrain_steps)
-    if elite_scoring_options is not None and not isinstance(elite_scoring_options, dict):
-        raise invalid_value("elite_scoring_options", "None or a dict", elite_scoring_options)
-    if isinstance(elite_scoring, Scoring):
-        reject_unknown(elite_scoring_options or {}, "two_step elite_scoring_options with a Scoring instance")
-    else:
-        elite_scoring = make_scoring(elite_scoring, **(elite_scoring_options or {}))
+        raise conflict(("retrain_steps",), f"0 with a space without a rebase() method ({type(space).__name__})",
+                       retrain_steps)
+    elite_scoring = make_scoring(elite_scoring, **check_dict("elite_scoring_options", elite_scoring_options))
     # builds a first inner algorithm: validates its options now and finds the problem it searches
     probe = ALGORITHMS.get(inner)(problem, pop_size=pop_size, **inner_options)
     algorithm = TwoStep(pop_size=pop_size, inner=inner, inner_options=inner_options, n_rounds=n_rounds,

@@ -8,6 +8,8 @@ kill-safe resume (:meth:`EvaluationCache.state_dict` / :meth:`EvaluationCache.lo
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from moprune.validation import check_int
+
 
 @dataclass(frozen=True)
 class EvalRecord:
@@ -45,12 +47,7 @@ class EvaluationCache:
     """A dict of :class:`EvalRecord` keyed by plan key, with optional size limit (oldest out)."""
 
     def __init__(self, *, max_size=None):
-        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
-                                     or max_size <= 0):
-            from moprune.exceptions import invalid_value
-
-            raise invalid_value("max_size", "None or a positive int", max_size)
-        self.max_size = max_size
+        self.max_size = check_int("max_size", max_size, low=1, allow_none=True)
         self._records = {}
 
     def get(self, key):

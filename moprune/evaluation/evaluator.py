@@ -26,19 +26,12 @@ from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.train import batches, zeros_kept
 from moprune.train import finetune as _finetune
+from moprune.validation import check_bool, check_choice, check_int, check_seed, conflict
 
 logger = get_logger("evaluation")
 
 _FINETUNE_KEYS = ("steps", "lr", "batch_size", "optimizer")
 _BN_CHOICES = ("auto", True, False)
-
-
-def _check_int(name, value, *, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise invalid_value(name, f"an int >= {minimum}" + (" or None" if allow_none else ""), value)
-    return int(value)
 
 
 def _check_dataset(name, data, *, allow_none=False):
@@ -114,26 +107,20 @@ class Evaluator:
                  seed=0, cache=True, cache_size=None, num_threads=None):
         _check_dataset("val_data", val_data)
         _check_dataset("train_data", train_data, allow_none=True)
-        self.n_samples = _check_int("n_samples", n_samples, allow_none=True)
-        self.batch_size = _check_int("batch_size", batch_size)
-        self.n_train_samples = _check_int("n_train_samples", n_train_samples, allow_none=True)
+        self.n_samples = check_int("n_samples", n_samples, low=1, allow_none=True)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.n_train_samples = check_int("n_train_samples", n_train_samples, low=1, allow_none=True)
         self.finetune = self._check_finetune(finetune)
         if self.finetune is not None and train_data is None:
-            raise invalid_value("train_data", "a TensorDataset when finetune is set", None)
-        if bn_recalibration not in _BN_CHOICES or not isinstance(bn_recalibration, (str, bool)):
-            raise invalid_value("bn_recalibration", f"one of {list(_BN_CHOICES)}", bn_recalibration)
+            raise conflict(("train_data",), "a TensorDataset when finetune is set", None)
+        self.bn_recalibration = check_choice("bn_recalibration", bn_recalibration, _BN_CHOICES)
         if bn_recalibration is True and train_data is None:
-            raise invalid_value("train_data", "a TensorDataset when bn_recalibration=True", None)
-        self.bn_recalibration = bn_recalibration
-        self.bn_batches = _check_int("bn_batches", bn_batches)
-        self.bn_batch_size = _check_int("bn_batch_size", bn_batch_size, allow_none=True) or self.batch_size
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise invalid_value("seed", "an int", seed)
-        self.seed = int(seed)
-        if not isinstance(cache, bool):
-            raise invalid_value("cache", "True or False", cache)
-        self.use_cache = cache
-        self.num_threads = _check_int("num_threads", num_threads, allow_none=True)
+            raise conflict(("train_data",), "a TensorDataset when bn_recalibration=True", None)
+        self.bn_batches = check_int("bn_batches", bn_batches, low=1)
+        self.bn_batch_size = check_int("bn_batch_size", bn_batch_size, low=1, allow_none=True) or self.batch_size
+        self.seed = check_seed(seed)
+        self.use_cache = check_bool("cache", cache)
+        self.num_threads = check_int("num_threads", num_threads, low=1, allow_none=True)
         self.cache = EvaluationCache(max_size=cache_size)
         self.n_evaluated = 0
         self.n_cached = 0
@@ -148,14 +135,14 @@ class Evaluator:
         if finetune is None:
             return None
         if isinstance(finetune, (int, np.integer)) and not isinstance(finetune, bool):
-            return {"steps": _check_int("finetune", finetune)}
+            return {"steps": check_int("finetune", finetune, low=1)}
         if isinstance(finetune, dict):
             unknown = sorted(set(finetune) - set(_FINETUNE_KEYS))
             if unknown:
                 raise invalid_value("finetune", f"a dict with keys among {list(_FINETUNE_KEYS)}", finetune)
             options = dict(finetune)
             options.setdefault("steps", 50)
-            _check_int("finetune['steps']", options["steps"])
+            check_int("finetune['steps']", options["steps"], low=1)
             return options
         raise invalid_value("finetune", "None, a number of steps (int) or a dict of finetune options",
                             finetune)
@@ -213,6 +200,28 @@ class Evaluator:
     def counters(self):
         """``{"n_evaluated", "n_cached", "n_failed"}`` as a dict."""
         return {"n_evaluated": self.n_evaluated, "n_cached": self.n_cached, "n_failed": self.n_failed}
+
+    def state_dict(self) -> dict:
+        """What changes while searching: the counters and the cache, as a picklable dict.
+
+        A run's checkpoint stores it; :meth:`load_state_dict` puts it back (settings and data
+        are not in it: they come from the constructor).
+        """
+        return {"counters": self.counters(), "cache": self.cache.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the counters and the cache saved by :meth:`state_dict`.
+
+        Raises:
+            MopruneValueError: ``state`` is not such a dict.
+        """
+        if not isinstance(state, dict) or set(state) != {"counters", "cache"} \
+                or not isinstance(state["counters"], dict) or set(state["counters"]) != set(self.counters()):
+            raise invalid_value("state", "a dict made by Evaluator.state_dict()",
+                                sorted(state) if isinstance(state, dict) else type(state).__name__)
+        self.cache.load_state_dict(state["cache"])
+        for key, value in state["counters"].items():
+            setattr(self, key, int(value))
 
     # ------------------------------------------------------------ evaluation
     @torch.inference_mode()

@@ -15,26 +15,14 @@ Constraints such as "at least one channel per group" are not handled here: algor
 ``space.repair()``.
 """
 
-import numbers
-
 import numpy as np
 from pymoo.core.crossover import Crossover
 from pymoo.core.mutation import Mutation
 from pymoo.core.sampling import Sampling
 
-from moprune.exceptions import invalid_value
+from moprune.validation import check_bool, check_choice, check_probability, conflict
 
 _SCHEDULES = ("exponential", "linear", "constant")
-
-
-def _check_prob(name, value, *, allow_none=False, open_low=False):
-    if value is None and allow_none:
-        return None
-    allowed = f"a probability in {'(0' if open_low else '[0'}, 1]" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0 \
-            or (open_low and value == 0.0):
-        raise invalid_value(name, allowed, value)
-    return float(value)
 
 
 def _original(problem, n_var):
@@ -57,10 +45,8 @@ class NearOriginalSampling(Sampling):
 
     def __init__(self, *, keep_prob=0.9, include_original=False):
         super().__init__()
-        self.keep_prob = _check_prob("keep_prob", keep_prob)
-        if not isinstance(include_original, bool):
-            raise invalid_value("include_original", "True or False", include_original)
-        self.include_original = include_original
+        self.keep_prob = check_probability("keep_prob", keep_prob)
+        self.include_original = check_bool("include_original", include_original)
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
         original = _original(problem, problem.n_var)
@@ -83,11 +69,11 @@ class BinaryRandomSampling(Sampling):
 
     def __init__(self, *, keep_prob=None, min_keep=0.0, max_keep=1.0):
         super().__init__()
-        self.keep_prob = _check_prob("keep_prob", keep_prob, allow_none=True)
-        self.min_keep = _check_prob("min_keep", min_keep)
-        self.max_keep = _check_prob("max_keep", max_keep)
+        self.keep_prob = check_probability("keep_prob", keep_prob, allow_none=True)
+        self.min_keep = check_probability("min_keep", min_keep)
+        self.max_keep = check_probability("max_keep", max_keep)
         if self.min_keep > self.max_keep:
-            raise invalid_value("min_keep", f"<= max_keep ({self.max_keep})", min_keep)
+            raise conflict(("min_keep", "max_keep"), "min_keep <= max_keep", (min_keep, max_keep))
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
         if self.keep_prob is None:
@@ -123,12 +109,10 @@ class AdaptiveBitflipMutation(Mutation):
     """
 
     def __init__(self, *, rate=None, final_rate=None, schedule="exponential", prob=1.0):
-        super().__init__(prob=_check_prob("prob", prob))
-        self.rate = _check_prob("rate", rate, allow_none=True, open_low=True)
-        self.final_rate = _check_prob("final_rate", final_rate, allow_none=True, open_low=True)
-        if schedule not in _SCHEDULES:
-            raise invalid_value("schedule", f"one of {list(_SCHEDULES)}", schedule)
-        self.schedule = schedule
+        super().__init__(prob=check_probability("prob", prob))
+        self.rate = check_probability("rate", rate, allow_zero=False, allow_none=True)
+        self.final_rate = check_probability("final_rate", final_rate, allow_zero=False, allow_none=True)
+        self.schedule = check_choice("schedule", schedule, _SCHEDULES)
 
     def current_rate(self, n_var, progress):
         """The per-bit flip probability at ``progress`` in [0, 1]."""
@@ -147,10 +131,6 @@ class AdaptiveBitflipMutation(Mutation):
         return np.logical_xor(X, flip)
 
 
-def _check_crossover_prob(prob):
-    return _check_prob("prob", prob)
-
-
 class BinaryUniformCrossover(Crossover):
     """Uniform crossover (document 000): each gene comes from either parent with equal odds.
 
@@ -162,8 +142,8 @@ class BinaryUniformCrossover(Crossover):
     """
 
     def __init__(self, *, prob=0.9, swap_prob=0.5):
-        super().__init__(2, 2, prob=_check_crossover_prob(prob))
-        self.swap_prob = _check_prob("swap_prob", swap_prob)
+        super().__init__(2, 2, prob=check_probability("prob", prob))
+        self.swap_prob = check_probability("swap_prob", swap_prob)
 
     def _do(self, problem, X, *args, random_state=None, **kwargs):
         _, n_matings, n_var = X.shape
@@ -180,7 +160,7 @@ class BinarySinglePointCrossover(Crossover):
     """
 
     def __init__(self, *, prob=0.9):
-        super().__init__(2, 2, prob=_check_crossover_prob(prob))
+        super().__init__(2, 2, prob=check_probability("prob", prob))
 
     def _do(self, problem, X, *args, random_state=None, **kwargs):
         _, n_matings, n_var = X.shape

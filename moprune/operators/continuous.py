@@ -20,6 +20,7 @@ from pymoo.core.sampling import Sampling
 from pymoo.core.selection import Selection
 
 from moprune.exceptions import invalid_value
+from moprune.validation import check_bool, check_choice, check_int, check_probability, check_real
 
 __all__ = [
     "normalize",
@@ -35,22 +36,6 @@ __all__ = [
     "DiversityGuidedMutation",
     "required_p_mutate",
 ]
-
-
-def _check_probability(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise invalid_value(name, "a probability in [0, 1]", value)
-    if not 0.0 <= float(value) <= 1.0:
-        raise invalid_value(name, "a probability in [0, 1]", value)
-    return float(value)
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise invalid_value(name, "a number > 0", value)
-    if not float(value) > 0.0 or not np.isfinite(float(value)):
-        raise invalid_value(name, "a finite number > 0", value)
-    return float(value)
 
 
 def _span(xl, xu):
@@ -184,8 +169,7 @@ def characterize_boundaries(accuracy_of, *, xl, xu, group_slices, accuracy_thres
         ``theta``: array of ``len(group_slices)`` pruning rates in ``[0, 1)``; ``0`` when even
         the smallest tested pruning fails.
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise invalid_value("n_steps", "an int >= 1", n_steps)
+    n_steps = check_int("n_steps", n_steps, low=1)
     xl = np.asarray(xl, dtype=float)
     xu = np.asarray(xu, dtype=float)
     n_groups = len(group_slices)
@@ -228,7 +212,7 @@ class DirectedSampling(Sampling):
             raise invalid_value("group_slices", f"{len(theta)} slices (one per theta)", len(group_slices))
         self.theta = theta
         self.group_slices = list(group_slices)
-        self.include_original = bool(include_original)
+        self.include_original = check_bool("include_original", include_original)
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
         rates = np.zeros((n_samples, problem.n_var))
@@ -269,9 +253,7 @@ class FitnessProportionateSelection(Selection):
 
     def __init__(self, *, pairing="distance"):
         super().__init__()
-        if pairing not in self.PAIRINGS:
-            raise invalid_value("pairing", f"one of {list(self.PAIRINGS)}", pairing)
-        self.pairing = pairing
+        self.pairing = check_choice("pairing", pairing, self.PAIRINGS)
 
     def _do(self, problem, pop, n_select, n_parents, *args, random_state=None, **kwargs):
         fitness = _fitness_of(pop)
@@ -296,8 +278,8 @@ class SwapCrossover(Crossover):
     """
 
     def __init__(self, *, p_cross=0.8, p_swap=0.2):
-        self.p_cross = _check_probability("p_cross", p_cross)
-        self.p_swap = _check_probability("p_swap", p_swap)
+        self.p_cross = check_probability("p_cross", p_cross)
+        self.p_swap = check_probability("p_swap", p_swap)
         super().__init__(2, 2, prob=self.p_cross)
 
     def _do(self, problem, X, *args, random_state=None, **kwargs):
@@ -344,14 +326,10 @@ class DiversityGuidedMutation(Mutation):
     """
 
     def __init__(self, *, p_tweak=0.05, sigma=0.2, p_mutate=0.4, div_threshold=None):
-        self.p_tweak = _check_probability("p_tweak", p_tweak)
-        self.sigma = _check_positive("sigma", sigma)
-        self.p_mutate = _check_probability("p_mutate", p_mutate)
-        if div_threshold is not None:
-            if isinstance(div_threshold, bool) or not np.isfinite(div_threshold) or div_threshold < 0:
-                raise invalid_value("div_threshold", "None or a finite number >= 0", div_threshold)
-            div_threshold = float(div_threshold)
-        self.div_threshold = div_threshold
+        self.p_tweak = check_probability("p_tweak", p_tweak)
+        self.sigma = check_real("sigma", sigma, low=0, low_open=True)
+        self.p_mutate = check_probability("p_mutate", p_mutate)
+        self.div_threshold = check_real("div_threshold", div_threshold, low=0, allow_none=True)
         self.current_p_mutate = self.p_mutate
         self.last_diversity = None
         # The per-individual choice is made in _do (P_mutate changes per call); the base class

@@ -9,6 +9,7 @@ import pandas as pd
 from moprune.archive import SearchResult
 from moprune.exceptions import MopruneValueError, invalid_value
 from moprune.results.frame import DEFAULT_OBJECTIVES, _as_frame, _resolve_objectives, objective_matrix, pareto_front
+from moprune.validation import check_int
 
 __all__ = ["compare", "default_grid", "hypervolume", "hypervolume_curve"]
 
@@ -73,8 +74,7 @@ def _check_grid(grid):
 
 def default_grid(n_max, n_points=20):
     """``n_points`` evenly spaced evaluation counts from ``n_max / n_points`` to ``n_max`` (ints)."""
-    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
-        raise invalid_value("n_points", "a positive int", n_points)
+    n_points = check_int("n_points", n_points, low=1)
     if n_max < 1:
         return np.array([], dtype=int)
     return np.unique(np.ceil(np.linspace(n_max / n_points, n_max, n_points)).astype(int))

@@ -4,10 +4,11 @@ import warnings
 
 import numpy as np
 
-from moprune.exceptions import MopruneValueError, invalid_value
+from moprune.exceptions import ConflictingArgumentsError, MopruneValueError, invalid_value
 from moprune.logging import get_logger
 from moprune.registry import Registry
 from moprune.results.frame import objective_matrix, pareto_front
+from moprune.validation import check_real
 
 __all__ = ["PICK_METHODS", "pick"]
 
@@ -142,13 +143,6 @@ def _check_weights(weights, m):
     return w
 
 
-def _check_number(name, value, allowed, ok):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or not ok(float(value)):
-        raise invalid_value(name, allowed, value)
-    return float(value)
-
-
 def pick(front, method="knee", *, weights=None, max_drop=None, target_macs=None, objectives=None):
     """Pick one candidate of the Pareto front.
 
@@ -188,10 +182,10 @@ def pick(front, method="knee", *, weights=None, max_drop=None, target_macs=None,
     needed = _METHOD_ARGS.get(method, ())
     for name, value in supplied.items():
         if name in needed and value is None:
-            raise MopruneValueError(f"method {method!r} needs {name}=...")
+            raise ConflictingArgumentsError(f"method {method!r} needs {name}=...")
         if name not in needed and value is not None:
-            raise MopruneValueError(f"{name} is not used by method {method!r}; "
-                                    f"it needs {list(needed) if needed else 'no extra argument'}")
+            raise ConflictingArgumentsError(f"{name} is not used by method {method!r}; "
+                                            f"it needs {list(needed) if needed else 'no extra argument'}")
     front = pareto_front(front, objectives=objectives)
     if len(front) == 0:
         raise MopruneValueError("the Pareto front is empty: no evaluated candidate succeeded "
@@ -201,10 +195,9 @@ def pick(front, method="knee", *, weights=None, max_drop=None, target_macs=None,
     if "weights" in needed:
         kwargs["weights"] = _check_weights(weights, F.shape[1])
     if "max_drop" in needed:
-        kwargs["max_drop"] = _check_number("max_drop", max_drop, "a number >= 0 (accuracy points)",
-                                           lambda v: v >= 0)
+        kwargs["max_drop"] = check_real("max_drop", max_drop, low=0, unit="accuracy points")
     if "target_macs" in needed:
-        kwargs["target_macs"] = _check_number("target_macs", target_macs, "a MACs ratio in (0, 1]",
-                                              lambda v: 0 < v <= 1)
+        kwargs["target_macs"] = check_real("target_macs", target_macs, low=0, high=1, low_open=True,
+                                           unit="MACs ratio")
     index = fn(front, F, _normalise(F), **kwargs)
     return front.iloc[index]
