@@ -121,7 +121,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(tmp_path):
     assert (path / EVALUATIONS).read_bytes() == before
     assert len(read_evaluations(path)) == 16
     (path / CHECKPOINT).write_bytes(pickle.dumps({"hello": 1}))
-    with pytest.raises(MopruneError, match="not a moprune run checkpoint"):
+    with pytest.raises(MopruneError, match="not an authenticated moprune checkpoint"):
         load_checkpoint(path)
 
 
