@@ -10,14 +10,15 @@ Example:
     >>> result = moprune.search(problem, "nsga2", pop_size=20, n_gen=10, seed=0)
 """
 
-import numbers
-
 import numpy as np
 from pymoo.core.problem import Problem
 
 from moprune.archive import Evaluation
+from moprune.evaluation.evaluator import has_batchnorm
 from moprune.exceptions import invalid_value
 from moprune.scoring import make_scoring
+from moprune.space.channels import ChannelSpace
+from moprune.validation import check_real
 
 OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
@@ -40,14 +41,20 @@ def _check_objectives(objectives):
     return objectives
 
 
-def _check_drop(max_accuracy_drop):
-    if max_accuracy_drop is None:
-        return None
-    if (isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, numbers.Real)
-            or not 0.0 <= max_accuracy_drop <= 100.0):
-        raise invalid_value("max_accuracy_drop", "None or a number of accuracy points in [0, 100]",
-                            max_accuracy_drop)
-    return float(max_accuracy_drop)
+def _check_batchnorm(space, evaluator):
+    """Refuse a BatchNorm model whose pruned candidates would keep stale BN statistics.
+
+    Channel pruning changes what every BatchNorm layer sees; without re-estimating its running
+    statistics, pruned candidates collapse and the search ranks noise. With the default
+    ``bn_recalibration="auto"`` the evaluator needs training data to re-estimate them.
+    """
+    if getattr(evaluator, "bn_recalibration", None) != "auto" or not isinstance(space, ChannelSpace):
+        return  # unstructured masks keep every channel: the statistics stay meaningful
+    if evaluator.train_subset is None and has_batchnorm(space.model):
+        raise invalid_value(
+            "evaluator", "an Evaluator with train_data=... (this model has BatchNorm layers whose statistics "
+            "must be re-estimated for every channel-pruned candidate), or bn_recalibration=False to skip that "
+            "knowingly", "an Evaluator without train_data")
 
 
 class PruningProblem(Problem):
@@ -82,12 +89,14 @@ class PruningProblem(Problem):
 
     def __init__(self, space, evaluator, *, objectives=("error", "macs"), max_accuracy_drop=None):
         self.objectives = _check_objectives(objectives)
-        self.max_accuracy_drop = _check_drop(max_accuracy_drop)
+        self.max_accuracy_drop = check_real("max_accuracy_drop", max_accuracy_drop, low=0, high=100,
+                                            allow_none=True, unit="accuracy points")
         for name in ("decode", "materialize", "cost", "repair", "n_var"):
             if not hasattr(space, name):
                 raise invalid_value("space", "a moprune.space.Space", type(space).__name__)
         if not hasattr(evaluator, "evaluate"):
             raise invalid_value("evaluator", "a moprune.Evaluator", type(evaluator).__name__)
+        _check_batchnorm(space, evaluator)
         self.space = space
         self.evaluator = evaluator
         self.archive = []
@@ -144,7 +153,7 @@ class PruningProblem(Problem):
             ``failed`` (bool), ``drop`` (points) and the list ``records`` of
             :class:`moprune.evaluation.EvalRecord`.
         """
-        X = self._as_genomes(X)
+        X = self.as_genomes(X)
         cost = self.space.cost(X)
         records = self.evaluator.evaluate(self.space, X)
         failed = np.array([r.error is not None for r in records], dtype=bool)
@@ -179,13 +188,53 @@ class PruningProblem(Problem):
             return None
         return (m["drop"] - self.max_accuracy_drop).reshape(-1, 1)
 
-    def _as_genomes(self, X):
+    def as_genomes(self, X):
+        """Genomes as an ``n x n_var`` array of the space's type (bool or float); one genome gives ``n = 1``.
+
+        Archive entries store genomes in this form, so ``as_genomes(x)[0].tobytes()`` identifies
+        a genome among them.
+        """
         X = np.asarray(X)
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if self.space.vtype is bool:
             return X.astype(bool)
         return X.astype(float)
+
+    def latest_evaluations(self, X):
+        """The latest archive entry of each genome of ``X`` (``None`` for one not evaluated in this run).
+
+        Args:
+            X: One genome or an ``n x n_var`` array of them.
+
+        Returns:
+            A list of ``n`` :class:`moprune.archive.Evaluation` or ``None``.
+        """
+        latest = {np.asarray(e.genome).tobytes(): e for e in self.archive}
+        return [latest.get(x.tobytes()) for x in self.as_genomes(X)]
+
+    def rebase(self, model, plan, *, drop_cache=True):
+        """Search a space rebased on the weights of ``model`` (a retrained ``plan``) from now on.
+
+        ``problem.space`` becomes ``space.rebase(model, plan)`` (see
+        :meth:`moprune.space.ChannelSpace.rebase`): the kept units take ``model``'s weights, the
+        others keep theirs, and the genome layout, ranking and costs stay. The evaluator's cache
+        entries were measured on the old weights, so they are dropped. ``base_accuracy`` stays
+        the one measured on the original model.
+
+        Args:
+            model: The retrained model materialized from ``plan``.
+            plan: Its plan (or genome).
+            drop_cache: Drop the evaluator's cached measurements (``False`` only when they were
+                made on these weights already, e.g. when a checkpoint restores them).
+
+        Returns:
+            The new space.
+        """
+        self.space = self.space.rebase(model, plan)
+        if drop_cache:
+            self.evaluator.cache.clear()
+        return self.space
 
     def _record(self, m, F, G):
         """Append one archive entry per candidate."""
@@ -293,6 +342,10 @@ class ScalarizedProblem(PruningProblem):
     def base_accuracy(self):
         return self.parent.base_accuracy
 
+    def rebase(self, model, plan, *, drop_cache=True):
+        """Rebase the parent problem's space (see :meth:`PruningProblem.rebase`); this view follows it."""
+        return self.parent.rebase(model, plan, drop_cache=drop_cache)
+
     def score(self, m):
         """Scores (higher is better) of :meth:`measure`'s output."""
         return self.scoring(m["accuracy"], m["macs_ratio"], m["params_ratio"], m["sparsity"],
@@ -306,6 +359,83 @@ class ScalarizedProblem(PruningProblem):
 
     def __repr__(self):
         return f"ScalarizedProblem({self.parent!r}, scoring={self.scoring!r})"
+
+
+class FocusedProblem(PruningProblem):
+    """A view of a :class:`PruningProblem` that steers a search to the models users pick from.
+
+    Two changes, seen only by the algorithm: cost objectives (``macs``, ``params``,
+    ``sparsity``) are minimised on a log scale, so a front is spread over orders of magnitude
+    of model size rather than crowding the large models that barely differ in error; and one
+    constraint ``drop - band <= 0`` (accuracy points below the base), so candidates that lost
+    more than ``band`` points rank behind every candidate within it (pymoo's constraint
+    handling keeps the least bad of them while none is within). The archive, result objectives
+    and feasibility stay exactly those of the parent problem.
+
+    Args:
+        parent: The :class:`PruningProblem` it views.
+        band: Accuracy drop in points that the search focuses on (``None``: no band).
+
+    Attributes:
+        parent, band: As given.
+    """
+
+    def __init__(self, parent, band):
+        if isinstance(parent, (ScalarizedProblem, FocusedProblem)):
+            parent = parent.parent
+        self.parent = parent
+        self.band = check_real("band", band, low=0.0, high=100.0, allow_none=True, unit="accuracy points")
+        if self.band is not None and "error" not in parent.objectives:
+            raise invalid_value("band", "None when 'error' is not an objective", band)
+        Problem.__init__(self, n_var=parent.n_var, n_obj=parent.n_obj,
+                         n_ieq_constr=0 if self.band is None else 1,
+                         xl=parent.xl, xu=parent.xu, vtype=parent.vtype, elementwise=False)
+
+    space = property(lambda self: self.parent.space)
+    evaluator = property(lambda self: self.parent.evaluator)
+    max_accuracy_drop = property(lambda self: self.parent.max_accuracy_drop)
+    objectives = property(lambda self: self.parent.objectives)
+    result_objectives = property(lambda self: self.parent.objectives)
+    base_accuracy = property(lambda self: self.parent.base_accuracy)
+
+    @property
+    def archive(self):
+        return self.parent.archive
+
+    @archive.setter
+    def archive(self, value):
+        self.parent.archive = value
+
+    @property
+    def generation(self):
+        return self.parent.generation
+
+    @generation.setter
+    def generation(self, value):
+        self.parent.generation = value
+
+    def search_values(self, m):
+        """``(F, G)`` the algorithm sees for :meth:`measure`'s output (``G`` is ``None`` without a band)."""
+        F = self.parent.objective_values(m).copy()
+        for j, name in enumerate(self.parent.objectives):
+            if name != "error":
+                F[:, j] = np.log(np.maximum(F[:, j], 1e-9))
+        G = None
+        if self.band is not None:
+            drop = self.band if self.max_accuracy_drop is None else min(self.band, self.max_accuracy_drop)
+            G = (m["drop"] - drop).reshape(-1, 1)
+        return F, G
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        m = self.measure(X)
+        F, G = self.search_values(m)
+        out["F"] = F
+        if G is not None:
+            out["G"] = G
+        self.parent._record(m, self.parent.objective_values(m), self.parent.constraint_values(m))
+
+    def __repr__(self):
+        return f"FocusedProblem({self.parent!r}, band={self.band})"
 
 
 def bind_problem(algorithm, problem):

@@ -8,6 +8,7 @@ model) and only then measured on the test split, which nothing else in moprune r
 import contextlib
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,10 +18,13 @@ from torch import nn
 
 from moprune.data import Splits
 from moprune.exceptions import invalid_value
+from moprune.logging import get_logger
 from moprune.train import evaluate, fit, zeros_kept
-from moprune.validation import check_bool, check_real, check_seed, conflict
+from moprune.validation import check_bool, check_int, check_real, check_seed, conflict
 
-__all__ = ["RetrainResult", "count_macs_params", "retrain"]
+__all__ = ["RetrainResult", "count_macs_params", "front_points", "retrain", "retrain_front"]
+
+_log = get_logger("retrain")
 
 
 @dataclass
@@ -95,6 +99,15 @@ def count_macs_params(model, input_shape):
     return float(macs) - zero_macs[0], float(params) - zero_weights[0], float(macs), float(params)
 
 
+def _measure_base(base_model, data, eval_batch_size):
+    """thop MACs and params, validation and test accuracy of the base model."""
+    input_shape = tuple(data.train.tensors[0].shape[1:])
+    _, _, base_macs, base_params = count_macs_params(base_model, input_shape)
+    reference = copy.deepcopy(base_model)
+    return (base_macs, base_params, evaluate(reference, data.val, batch_size=eval_batch_size),
+            evaluate(reference, data.test, batch_size=eval_batch_size))
+
+
 def _candidate_model(candidate):
     if isinstance(candidate, nn.Module):
         return copy.deepcopy(candidate)
@@ -116,7 +129,7 @@ def _candidate_model(candidate):
 
 def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature=4.0, epochs=10,
             lr=0.05, batch_size=128, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-            schedule="cosine", seed=0, keep_zeros=True, eval_batch_size=250, progress=False):
+            schedule="cosine", seed=0, keep_zeros=True, eval_batch_size=250, progress=False, _base=None):
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
     Training continues from the candidate's inherited weights. The test split is read only here.
@@ -140,6 +153,8 @@ def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature
             channel-pruned model has no such weights.
         eval_batch_size: Batch size of the evaluations.
         progress: Show a progress bar.
+        _base: Internal: the base model's measurements from ``_measure_base`` (so that
+            :func:`retrain_front` measures the base once for all its points).
 
     Returns:
         A :class:`RetrainResult`.
@@ -169,12 +184,10 @@ def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature
     input_shape = tuple(data.train.tensors[0].shape[1:])
     macs, params, dense_macs, dense_params = count_macs_params(model, input_shape)
     nan = math.nan
-    base_macs = base_params = base_val = base_test = nan
-    if base_model is not None:
-        _, _, base_macs, base_params = count_macs_params(base_model, input_shape)
-        reference = copy.deepcopy(base_model)
-        base_val = evaluate(reference, data.val, batch_size=eval_batch_size)
-        base_test = evaluate(reference, data.test, batch_size=eval_batch_size)
+    if base_model is None:
+        base_macs = base_params = base_val = base_test = nan
+    else:
+        base_macs, base_params, base_val, base_test = _base or _measure_base(base_model, data, eval_batch_size)
     return RetrainResult(
         model=model,
         test_accuracy=evaluate(model, data.test, batch_size=eval_batch_size),
@@ -195,3 +208,122 @@ def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature
         distill_weight=float(distill_weight),
         seed=int(seed),
     )
+
+
+def front_points(front, n_points):
+    """Up to ``n_points`` rows of ``front`` spread evenly along the MACs axis on a log scale.
+
+    The targets are ``n_points`` MACs ratios evenly spaced in ``log(macs_ratio)`` between the
+    front's smallest and largest model; each takes the nearest row not taken yet (so the smallest
+    and largest models are always among them).
+
+    Returns:
+        The chosen rows of ``front``, sorted by MACs ratio.
+    """
+    n_points = check_int("n_points", n_points, low=1)
+    if len(front) <= n_points:
+        return front.sort_values("macs_ratio")
+    log_macs = np.log(np.maximum(front["macs_ratio"].to_numpy(dtype=float), 1e-12))
+    chosen = []
+    for target in np.linspace(log_macs.min(), log_macs.max(), n_points):
+        distance = np.abs(log_macs - target)
+        distance[chosen] = np.inf
+        chosen.append(int(np.argmin(distance)))
+    return front.iloc[sorted(set(chosen))].sort_values("macs_ratio")
+
+
+def retrain_front(result, *, data, base_model, n_points=8, epochs=1, distill_weight=0.5, max_drop=None,
+                  max_macs=None, out_dir=None, seed=0, progress=False, **fit_options):
+    """Retrain points of a search's Pareto front and return the front users get after retraining.
+
+    The front is measured during search on a validation subset, before any retraining; what a
+    user ends with is each model after retraining. This retrains up to ``n_points`` front
+    candidates spread along the MACs axis (see :func:`front_points`), each with the same budget,
+    and measures them on the full validation split and the test split.
+
+    The returned frame works with :func:`moprune.pick`: its ``accuracy``, ``error`` and
+    ``accuracy_drop`` are the retrained *validation* numbers (picking never reads the test split),
+    so ``pick(frame, "max_drop", max_drop=0.3)`` is the smallest model within 0.3 points of the
+    base after retraining. Test accuracy is reported beside them, for the final report only.
+
+    Args:
+        result: A :class:`moprune.SearchResult` (it carries the space that rebuilds each genome).
+        data: A :class:`moprune.data.Splits`.
+        base_model: The unpruned model: teacher for distillation and reference for the ratios.
+        n_points: How many front points to retrain.
+        epochs: Retraining epochs of each point.
+        distill_weight: Weight of distillation from ``base_model`` in [0, 1].
+        max_drop: Only front points within this many accuracy points of the base at search time
+            (zooms on the region users pick from; ``None``: the whole front).
+        max_macs: Only front points with at most this MACs ratio (``None``: all).
+        out_dir: Export every retrained model there as ``front_<eval>.pt`` (``None``: no files).
+        seed: Seed of every retraining.
+        progress: Show a progress bar per retraining.
+        **fit_options: Other :func:`retrain` options (``lr``, ``batch_size``, ``optimizer``, ...).
+
+    Returns:
+        A DataFrame, one row per retrained point (sorted by MACs), indexed by the candidate's
+        ``eval`` index, with ``search_accuracy`` (validation subset, during search),
+        ``accuracy`` / ``error`` / ``accuracy_drop`` (retrained, full validation split),
+        ``test_accuracy`` and ``test_drop`` (retrained, test split), ``macs``, ``macs_ratio``,
+        ``params``, ``params_ratio``, ``genome``, ``path``; ``attrs`` hold ``base_val_accuracy``,
+        ``base_test_accuracy`` and ``objectives`` (error, macs).
+
+    Raises:
+        MopruneValueError: an invalid argument, or no front point left after the filters.
+    """
+    from moprune.archive import SearchResult
+    from moprune.exporting import export
+    from moprune.results import pareto_front
+
+    if not isinstance(result, SearchResult) or result.space is None:
+        raise invalid_value("result", "a moprune SearchResult that carries its space", type(result).__name__)
+    if not isinstance(data, Splits):
+        raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
+    if not isinstance(base_model, nn.Module):
+        raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
+    max_drop = check_real("max_drop", max_drop, low=0, allow_none=True, unit="accuracy points")
+    max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
+    front = pareto_front(result)
+    if max_drop is not None:
+        front = front[front["accuracy_drop"] <= max_drop + 1e-9]
+    if max_macs is not None:
+        front = front[front["macs_ratio"] <= max_macs + 1e-12]
+    if len(front) == 0:
+        raise invalid_value("max_drop, max_macs", "filters that leave at least one front point",
+                            (max_drop, max_macs))
+    chosen = front_points(front, n_points)
+    base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250))
+    rows = []
+    for index, row in chosen.iterrows():
+        done = retrain((result.space, row["genome"]), data=data, base_model=base_model, epochs=epochs,
+                       distill_weight=distill_weight, seed=seed, progress=progress, _base=base, **fit_options)
+        path = None
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            path = os.path.join(out_dir, f"front_{index}.pt")
+            export(done.model, path, meta={"eval": int(index), "val_accuracy": done.val_accuracy,
+                                           "test_accuracy": done.test_accuracy, "macs_ratio": done.macs_ratio})
+        rows.append({
+            "eval": index,
+            "search_accuracy": float(row["accuracy"]),
+            "search_accuracy_drop": float(row["accuracy_drop"]),
+            "accuracy": done.val_accuracy,
+            "error": 1.0 - done.val_accuracy,
+            "accuracy_drop": 100.0 * (done.base_val_accuracy - done.val_accuracy),
+            "test_accuracy": done.test_accuracy,
+            "test_drop": 100.0 * (done.base_test_accuracy - done.test_accuracy),
+            "macs": done.macs,
+            "macs_ratio": done.macs_ratio,
+            "params": done.params,
+            "params_ratio": done.params_ratio,
+            "epochs": epochs,
+            "genome": row["genome"],
+            "path": path,
+        })
+        _log.info("retrained eval %s: %.2f%% MACs, val %.2f%%, test %.2f%%", index, 100 * done.macs_ratio,
+                  100 * done.val_accuracy, 100 * done.test_accuracy)
+    frame = pd.DataFrame(rows).set_index("eval")
+    frame.attrs.update({"base_val_accuracy": base[2], "base_test_accuracy": base[3],
+                        "objectives": ["error", "macs"], "algorithm": result.algorithm, "seed": result.seed})
+    return frame

@@ -25,7 +25,7 @@ logger = get_logger("search")
 _MAX_STALLS = 100
 
 
-def search(problem, algorithm="nsga2", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
+def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
            progress=False, on_generation=None, resume=None, **options):
     """Search ``problem`` with a registered algorithm and return every candidate it asked for.
 

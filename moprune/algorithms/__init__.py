@@ -18,4 +18,4 @@ from moprune.registry import Registry
 ALGORITHMS = Registry("algorithm")
 
 # Registered algorithms (import order does not matter; each module registers itself).
-from moprune.algorithms import ga, genecai, nsga2, random_search, sa, threshold_ga, two_step  # noqa: E402,F401
+from moprune.algorithms import focused, ga, genecai, nsga2, random_search, sa, threshold_ga, two_step  # noqa: E402,F401

@@ -99,6 +99,59 @@ class Space(abc.ABC):
         """The genome of the unpruned model (all ones / all kept)."""
         return np.ones(self.n_var, dtype=self.vtype) if self.vtype is bool else self.xu.astype(float).copy()
 
+    def keep_order(self):
+        """Per gene of a binary genome, its place in its group's keep order (0 = kept first).
+
+        Importance-aware operators use it to prune the least important units of a group first
+        and to restore the most important ones first. Real-valued encodings have one gene per
+        group and no order (``None``). This default keeps units in index order; spaces that
+        rank their units by importance override it.
+        """
+        if self.vtype is not bool:
+            return None
+        return np.concatenate([np.arange(sl.stop - sl.start) for sl in self.group_slices])
+
+    def group_ratios(self, X):
+        """Fraction of each group's units that genomes keep, ``n x len(group_names)``.
+
+        Binary genomes: the mean of each group's bits; real-valued genomes: the genes themselves
+        (one keep ratio per group).
+        """
+        X = self.check_population(X)
+        return np.stack([X[:, sl].mean(axis=1) for sl in self.group_slices], axis=1)
+
+    def genomes_from_ratios(self, R):
+        """Genomes keeping fraction ``R[i, g]`` of every group ``g``, most important units first.
+
+        Args:
+            R: ``n x len(group_names)`` keep ratios in [0, 1] (a 1-D array is one genome).
+
+        Returns:
+            An ``n x n_var`` population (bool for binary encodings, float otherwise).
+
+        Raises:
+            MopruneValueError: ``R`` has the wrong shape or values outside [0, 1].
+        """
+        R = np.asarray(R, dtype=np.float64)
+        if R.ndim == 1:
+            R = R[None, :]
+        n_groups = len(self.group_slices)
+        if R.ndim != 2 or R.shape[1] != n_groups or not np.isfinite(R).all() or R.min() < 0 or R.max() > 1:
+            raise invalid_value("R", f"an n x {n_groups} array of keep ratios in [0, 1]",
+                                f"array of shape {R.shape}")
+        if self.vtype is not bool:
+            X = np.empty((len(R), self.n_var))
+            for g, sl in enumerate(self.group_slices):
+                X[:, sl] = R[:, g:g + 1]
+            return X
+        order = self.keep_order()
+        X = np.zeros((len(R), self.n_var), dtype=bool)
+        for g, sl in enumerate(self.group_slices):
+            size = sl.stop - sl.start
+            keep = np.ceil(R[:, g] * size - 1e-9).astype(np.int64)
+            X[:, sl] = order[None, sl] < keep[:, None]
+        return X
+
     def check_genome(self, x):
         """Return ``x`` as a 1-D numpy array, or raise naming the expected shape."""
         x = np.asarray(x)

@@ -415,6 +415,10 @@ class ChannelSpace(Space):
         return {"macs": macs, "params": params, "macs_ratio": macs / self.base_macs,
                 "params_ratio": params / self.base_params, "sparsity": removed.sum(axis=1) / self.n_genes}
 
+    def keep_order(self):
+        """Binary encoding: each channel's importance rank within its group (0 = most important)."""
+        return self._rank.copy() if self.encoding == "binary" else None
+
     def repair(self):
         """A pymoo ``Repair`` giving every group at least ``min_channels`` channels.
 

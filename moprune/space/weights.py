@@ -247,6 +247,12 @@ class WeightSpace(Space):
                 "macs_ratio": macs / self.base_macs, "params_ratio": params / self.base_params,
                 "sparsity": zeroed.sum(axis=1) / self.n_weights}
 
+    def keep_order(self):
+        """Mask encoding: each weight's magnitude rank within its layer (0 = largest, kept first)."""
+        if self.encoding != "mask":
+            return None
+        return np.concatenate([rank.size - 1 - rank for rank in self._rank])
+
     def repair(self):
         """A pymoo ``Repair``: clips ratios into [0, 1]; mask genomes are cast to bool."""
         return WeightRepair(self.encoding)

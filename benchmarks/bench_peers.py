@@ -1,0 +1,254 @@
+"""moprune's default search against the optimizers a user could reach for instead.
+
+Every method searches the same :class:`moprune.PruningProblem` (the same evaluator settings, a
+fresh evaluator and cache per run, objectives error and MACs, validation subset only) with the
+same number of evaluations:
+
+- ``moprune``: ``moprune.search(problem, n_evals=N, seed=s)`` with no options (the default);
+- ``moprune-nsga2``: ``moprune.search(problem, "nsga2", ...)`` (the previous default);
+- ``random``: ``moprune.search(problem, "random", ...)``;
+- ``optuna-tpe``: Optuna's ``TPESampler(multivariate=True, seed=s)`` (ratio encodings only: one
+  float per group; on 1,000+ binary genes it is impractically slow);
+- ``optuna-nsga2``: Optuna's ``NSGAIISampler(seed=s)`` (floats for ratios, a 0/1 categorical
+  per channel for binary genomes);
+- ``uniform``: the same keep ratio in every group, channels ranked by L1 norm, at ``--sweep``
+  evenly spaced ratios (what a plain Torch-Pruning user does; no search, fewer evaluations).
+
+Reported per model, encoding, method and seed: hypervolume of the whole box (reference point
+(1, 1)); hypervolume of the region within 10 points of the base error (reference point
+(base error + 0.10, 1), normalised to that box); the smallest MACs within 0.5, 1 and 2 points of
+the base accuracy. Each at equal evaluations (all ``N``) and at equal wall time (each method's
+candidates finished within the shortest method's wall time for that seed; time includes the
+optimizer's own overhead). ``uniform`` is left out of the equal-time table (it stops early).
+
+Then, with ``--retrain``: for seed 0 of each model, the smallest candidate of the default search
+within ``--pick-drop`` points of the base at or below each MACs target (about 10% and 5%) and
+the uniform model with the nearest MACs are retrained with the same budget (``--retrain-epochs``
+on the training split, distilled from the base model); their test accuracy is reported.
+
+Run (from the repository root; Optuna comes with ``pip install -e ".[bench]"``)::
+
+    .venv/bin/python benchmarks/bench_peers.py --models mnist_cnn:binary mnist_cnn:ratio \
+        --seeds 0 1 2 3 4 --evals 300 --out benchmarks/results/bench_peers
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+import moprune
+from moprune.results.indicators import hypervolume
+
+METHODS = ("moprune", "moprune-nsga2", "random", "optuna-tpe", "optuna-nsga2", "uniform")
+
+
+class TimedEvaluator(moprune.Evaluator):
+    """An evaluator that stamps the wall time at which each candidate finished."""
+
+    def __init__(self, *args, clock, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.stamps = []
+
+    def evaluate(self, space, X):
+        records = super().evaluate(space, X)
+        self.stamps.extend([time.perf_counter() - self.clock[0]] * len(records))
+        return records
+
+
+def build(model_name, encoding, splits, samples, threads):
+    """Model, space and a problem factory (a fresh evaluator per run)."""
+    model = moprune.pretrained(model_name, progress=False)
+    space = moprune.ChannelSpace(model, encoding=encoding)
+    bn = moprune.evaluation.evaluator.has_batchnorm(model)
+
+    def make_problem(clock):
+        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, num_threads=threads,
+                                   train_data=splits.train if bn else None, n_train_samples=5000 if bn else None)
+        return moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
+
+    return model, space, make_problem
+
+
+def run_optuna(problem, sampler, n_evals, encoding):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = problem.space
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+
+    def objective(trial):
+        if encoding == "binary":
+            x = np.array([trial.suggest_categorical(f"b{i}", [0, 1]) for i in range(space.n_var)], dtype=bool)
+        else:
+            x = np.array([trial.suggest_float(f"r{i}", 0.0, 1.0) for i in range(space.n_var)])
+        x = space.repair()._do(None, x[None])[0]
+        F = problem.evaluate(x[None], return_as_dictionary=True)["F"][0]
+        return float(F[0]), float(F[1])
+
+    study.optimize(objective, n_trials=n_evals)
+
+
+def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep):
+    import optuna
+
+    clock = [time.perf_counter()]
+    problem = make_problem(clock)
+    _ = problem.base_accuracy  # measured before the clock starts, as search() does
+    clock[0] = time.perf_counter()
+    if method == "moprune":
+        moprune.search(problem, n_evals=n_evals, seed=seed)
+    elif method == "moprune-nsga2":
+        moprune.search(problem, "nsga2", n_evals=n_evals, seed=seed)
+    elif method == "random":
+        moprune.search(problem, "random", n_evals=n_evals, seed=seed)
+    elif method == "optuna-tpe":
+        run_optuna(problem, optuna.samplers.TPESampler(multivariate=True, seed=seed), n_evals, encoding)
+    elif method == "optuna-nsga2":
+        run_optuna(problem, optuna.samplers.NSGAIISampler(seed=seed), n_evals, encoding)
+    elif method == "uniform":
+        ratios = np.linspace(1.0 / n_sweep, 1.0, n_sweep)
+        problem.evaluate(space.genomes_from_ratios(np.repeat(ratios[:, None], len(space.group_slices), 1)))
+    wall = time.perf_counter() - clock[0]
+    archive = problem.archive
+    points = np.array([[1.0 - e.accuracy if np.isfinite(e.accuracy) else 1.0, e.macs_ratio] for e in archive])
+    return {"points": points, "stamps": np.asarray(problem.evaluator.stamps), "wall": wall,
+            "base_accuracy": problem.base_accuracy, "archive": archive}
+
+
+def metrics(points, base_accuracy):
+    base_error = 1.0 - base_accuracy
+    out = {"n": len(points), "hv_box": hypervolume(points) if len(points) else 0.0}
+    ref = np.array([base_error + 0.10, 1.0])
+    inside = points[(points[:, 0] < ref[0])] if len(points) else points
+    out["hv_region"] = hypervolume(inside, ref_point=ref) if len(inside) else 0.0
+    for drop in (0.5, 1.0, 2.0):
+        ok = points[:, 1][100 * (points[:, 0] - base_error) <= drop + 1e-9] if len(points) else []
+        out[f"macs_within_{drop:g}"] = float(np.min(ok)) if len(ok) else np.nan
+    return out
+
+
+def summarize(df, by_time):
+    rows = df[df["equal"] == ("time" if by_time else "evals")]
+    agg = rows.groupby(["model", "method"]).agg(
+        seeds=("seed", "count"), n=("n", "mean"), wall_s=("wall", "mean"),
+        hv_box=("hv_box", "mean"), hv_region=("hv_region", "mean"),
+        macs_0_5=("macs_within_0.5", "mean"), macs_1=("macs_within_1", "mean"), macs_2=("macs_within_2", "mean"))
+    return agg
+
+
+def wins(df, equal):
+    """Seeds in which the default beats every other method (HV region higher, MACs within 1 point lower)."""
+    rows = df[(df["equal"] == equal) & (df["method"] != "uniform" if equal == "time" else True)]
+    out = []
+    for model, sub in rows.groupby("model"):
+        hv_wins = macs_wins = 0
+        seeds = sorted(sub["seed"].unique())
+        for seed in seeds:
+            s = sub[sub["seed"] == seed].set_index("method")
+            others = s.drop(index="moprune")
+            hv_wins += bool((s.loc["moprune", "hv_region"] > others["hv_region"]).all())
+            m1 = s.loc["moprune", "macs_within_1"]
+            macs_wins += bool((m1 <= others["macs_within_1"].fillna(np.inf)).all())
+        out.append({"model": model, "equal": equal, "seeds": len(seeds),
+                    "hv_region_best": hv_wins, "macs_within_1_best": macs_wins})
+    return pd.DataFrame(out)
+
+
+def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, pick_drop, epochs, seed):
+    """Test accuracy after equal retraining: the default's picks vs the uniform model at similar MACs."""
+    rows = []
+    base_acc = runs["moprune"]["base_accuracy"]
+    uniform_archive = runs["uniform"]["archive"]
+    for target in targets:
+        cands = [e for e in runs["moprune"]["archive"] if np.isfinite(e.accuracy) and e.macs_ratio <= target
+                 and 100 * (base_acc - e.accuracy) <= pick_drop]
+        if not cands:
+            continue
+        pick = min(cands, key=lambda e: (e.macs_ratio, -e.accuracy))
+        uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
+        for name, entry in (("moprune", pick), ("uniform", uni)):
+            torch.manual_seed(seed)
+            done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs,
+                                   distill_weight=0.5, seed=seed)
+            rows.append({"model": f"{model_name}:{encoding}", "target_macs": target, "method": name,
+                         "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
+                         "test_accuracy": done.test_accuracy})
+            print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs: test {100 * done.test_accuracy:.2f}%",
+                  flush=True)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mnist_cnn:binary", "mnist_cnn:ratio"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--evals", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--sweep", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--retrain-epochs", type=int, default=1)
+    parser.add_argument("--pick-drop", type=float, default=1.0)
+    parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
+    parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
+    args = parser.parse_args(argv)
+
+    splits = moprune.load_mnist()
+    rows, retrained = [], []
+    header = (f"# bench_peers: {' '.join(sys.argv[1:])}\n# {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, torch {torch.__version__}, moprune {moprune.__version__}, "
+              f"{time.strftime('%Y-%m-%d %H:%M')}")
+    print(header, flush=True)
+    for spec in args.models:
+        model_name, encoding = spec.split(":")
+        model, space, make_problem = build(model_name, encoding, splits, args.samples, args.threads)
+        for seed in args.seeds:
+            runs = {}
+            for method in args.methods:
+                if method == "optuna-tpe" and encoding == "binary":
+                    continue
+                runs[method] = run_method(method, make_problem, space, args.evals, seed, encoding, args.sweep)
+                r = runs[method]
+                m = metrics(r["points"], r["base_accuracy"])
+                rows.append({"model": spec, "method": method, "seed": seed, "equal": "evals", "wall": r["wall"], **m})
+                print(f"{spec} seed {seed} {method:14s} {r['wall']:6.1f} s  hv_box {m['hv_box']:.4f}  "
+                      f"hv_region {m['hv_region']:.4f}  macs@1pt {m['macs_within_1']:.4f}", flush=True)
+            budget = min(r["wall"] for k, r in runs.items() if k != "uniform")
+            for method, r in runs.items():
+                if method == "uniform":
+                    continue
+                keep = r["stamps"] <= budget + 1e-9
+                m = metrics(r["points"][keep], r["base_accuracy"])
+                rows.append({"model": spec, "method": method, "seed": seed, "equal": "time", "wall": budget, **m})
+            if args.retrain and seed == args.seeds[0] and "uniform" in runs and "moprune" in runs:
+                retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
+                                              args.pick_drop, args.retrain_epochs, seed)
+    df = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),
+              "", "## equal wall time (means over seeds)", summarize(df, True).round(4).to_string(), "",
+              "## seeds where the default is best against every peer",
+              pd.concat([wins(df, "evals"), wins(df, "time")]).to_string(index=False)]
+    if retrained:
+        report += ["", "## after equal retraining (test split)", pd.DataFrame(retrained).round(4).to_string(index=False)]
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        df.to_csv(args.out + ".csv", index=False)
+        if retrained:
+            pd.DataFrame(retrained).to_csv(args.out + "_retrained.csv", index=False)
+        with open(args.out + ".txt", "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""``"focused"``: the default search. NSGA-II steered by what pruning knows.
+
+NSGA-II alone spreads its population evenly over the whole front, most of it on models nobody
+picks, and treats a genome as anonymous numbers. This variant keeps pymoo's NSGA-II (ranking,
+crowding, tournament selection) and changes what it is fed:
+
+- the first population is a uniform keep-ratio sweep spaced evenly in log-MACs, plus per-group
+  perturbations of it (:class:`moprune.operators.pruning.SweepSampling`);
+- offspring come from group-wise crossover and a mutation that changes how many units a group
+  keeps, pruning the least important first, with single-unit swaps near the importance boundary
+  for binary genomes (:class:`~moprune.operators.pruning.KeepRatioMutation`);
+- the search sees cost on a log scale and an accuracy band: candidates more than ``band``
+  points below the base rank behind all others (:class:`moprune.problem.FocusedProblem`);
+- a genome that decodes to a plan already evaluated is never asked for again
+  (:class:`~moprune.operators.pruning.PlanDuplicateElimination`).
+
+The archive and the result are those of the problem given: same objectives, same feasibility.
+"""
+
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.population import Population
+
+from moprune.algorithms import ALGORITHMS
+from moprune.exceptions import invalid_value
+from moprune.operators.pruning import (
+    GroupUniformCrossover,
+    KeepRatioMutation,
+    PlanDuplicateElimination,
+    SweepSampling,
+)
+from moprune.problem import FocusedProblem, bind_problem
+from moprune.validation import check_int, check_pop_size
+
+DEFAULT_BAND = 5.0
+"""Accuracy points below the base the default search focuses on."""
+
+
+class FocusedNSGA2(NSGA2):
+    """NSGA-II that remembers every plan it evaluated and never asks for one again.
+
+    When the plans left near the population run out (small spaces, late in a run), the missing
+    offspring are drawn without that check, as plain NSGA-II would (they are then served by the
+    evaluator's cache).
+    """
+
+    def _infill(self):
+        eliminator = self.eliminate_duplicates
+        off = self.mating.do(self.problem, self.pop, self.n_offsprings, algorithm=self,
+                             random_state=self.random_state)
+        if len(off) < self.n_offsprings and isinstance(eliminator, PlanDuplicateElimination):
+            eliminator.check_seen = False
+            try:
+                more = self.mating.do(self.problem, self.pop, self.n_offsprings - len(off), algorithm=self,
+                                      random_state=self.random_state)
+            finally:
+                eliminator.check_seen = True
+            off = Population.merge(off, more) if len(off) else more
+        if len(off) == 0:
+            self.termination.force_termination = True
+            return None
+        return off
+
+    def _initialize_advance(self, infills=None, **kwargs):
+        self._remember(infills)
+        super()._initialize_advance(infills=infills, **kwargs)
+
+    def _advance(self, infills=None, **kwargs):
+        self._remember(infills)
+        return super()._advance(infills=infills, **kwargs)
+
+    def _remember(self, infills):
+        if infills is not None and isinstance(self.eliminate_duplicates, PlanDuplicateElimination):
+            self.eliminate_duplicates.remember(infills)
+
+
+@ALGORITHMS.register("focused")
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sigma=0.3, final_sigma=0.1,
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
+    """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
+
+    Args:
+        problem: A :class:`moprune.PruningProblem`.
+        pop_size: Population size.
+        band: Accuracy drop in points the search focuses on (``None``: the whole front). With
+            the problem's own ``max_accuracy_drop``, the smaller of the two.
+        sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
+        sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
+        swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
+        crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
+        n_offsprings: Offspring per generation (default ``pop_size``).
+
+    Returns:
+        A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
+    """
+    pop_size = check_pop_size(pop_size, minimum=2)
+    if "error" not in problem.objectives and band is not None:
+        band = None  # nothing to focus on without an accuracy objective
+    view = FocusedProblem(problem, band)
+    space = problem.space
+    for method in ("genomes_from_ratios", "group_ratios", "keep_order"):
+        if not hasattr(space, method):
+            raise invalid_value("problem", f"a problem whose space has {method}()", type(space).__name__)
+    eliminator = PlanDuplicateElimination(space)
+    algorithm = FocusedNSGA2(
+        pop_size=pop_size,
+        n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
+        sampling=SweepSampling(sweep_fraction=sweep_fraction),
+        crossover=GroupUniformCrossover(prob=crossover_prob),
+        mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
+        repair=space.repair(),
+        eliminate_duplicates=eliminator,
+    )
+    return bind_problem(algorithm, view)

@@ -1,0 +1,277 @@
+"""Pruning-aware operators: they know groups, keep ratios and unit importance.
+
+A generic optimizer sees a genome as independent numbers. These operators see what a pruning
+genome is: groups of units (channels of a coupled layer group, weights of a layer), each keeping
+some fraction of its units, the most important first. They work on every space that implements
+``group_ratios``, ``genomes_from_ratios`` and (binary encodings) ``keep_order``.
+
+- :class:`SweepSampling`: the initial population is a uniform keep-ratio sweep (what a plain
+  Torch-Pruning user would try), spaced evenly in log-MACs, plus per-group perturbations of it.
+- :class:`KeepRatioMutation`: multiplies the keep ratio of one or more groups by a log-normal
+  factor; binary genomes drop their least important kept units or restore their most important
+  pruned ones, and sometimes swap single units near the importance boundary.
+- :class:`GroupUniformCrossover`: swaps whole groups between parents.
+- :class:`PlanDuplicateElimination`: duplicates are genomes that decode to the same plan
+  (not only equal genomes), checked against every plan the algorithm has already evaluated.
+
+All draw every random number from pymoo's ``random_state``.
+"""
+
+import numpy as np
+from pymoo.core.crossover import Crossover
+from pymoo.core.duplicate import DuplicateElimination
+from pymoo.core.mutation import Mutation
+from pymoo.core.sampling import Sampling
+
+from moprune.exceptions import invalid_value
+from moprune.operators.binary import _progress
+from moprune.validation import check_probability, check_real
+
+__all__ = ["GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination", "SweepSampling",
+           "uniform_sweep"]
+
+
+def _space_of(problem):
+    space = getattr(problem, "space", None)
+    if space is None or not hasattr(space, "genomes_from_ratios"):
+        raise invalid_value("problem", "a moprune PruningProblem (its space maps keep ratios to genomes)",
+                            type(problem).__name__)
+    return space
+
+
+_CONTINUOUS_UNITS = 1000
+"""Resolution of a ratio gene whose space does not say how many units its group has."""
+
+
+def _group_sizes(space):
+    """Units per group: a binary group's genes, or a ratio space's ``group_sizes``."""
+    if space.vtype is bool:
+        return np.array([sl.stop - sl.start for sl in space.group_slices], dtype=np.int64)
+    sizes = getattr(space, "group_sizes", None)
+    if sizes is None or len(sizes) != len(space.group_slices):
+        return np.full(len(space.group_slices), _CONTINUOUS_UNITS, dtype=np.int64)
+    return np.asarray(sizes, dtype=np.int64)
+
+
+def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
+    """Uniform keep ratios whose MACs are spread evenly on a log scale.
+
+    Args:
+        space: A :class:`moprune.space.Space`.
+        n_points: How many ratios to return.
+        min_macs, max_macs: MACs range (fractions of the base model) the sweep spans.
+        n_grid: Resolution of the ratio grid searched for each MACs level.
+
+    Returns:
+        A sorted float array of ``n_points`` distinct keep ratios (fewer if the space has fewer
+        distinct uniform models).
+    """
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
+    macs = np.asarray(space.cost(space.repair()._do(None, genomes))["macs_ratio"], dtype=float)
+    targets = np.geomspace(min_macs, max_macs, n_points)
+    chosen = sorted({int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(t)))) for t in targets})
+    return grid[chosen]
+
+
+class SweepSampling(Sampling):
+    """A uniform keep-ratio sweep, then per-group perturbations of it.
+
+    The first ``sweep_fraction`` of the population keeps the same fraction of units in every
+    group, at ratios whose MACs run evenly on a log scale from ``min_macs`` to ``max_macs``: the
+    trivial baseline every search should beat, evaluated first. The rest starts from a random
+    sweep level and multiplies each group's ratio by ``exp(sigma * N(0, 1))``, so the search
+    starts near the uniform front but with the per-layer differences it is there to find.
+
+    Args:
+        sweep_fraction: Share of the population that is the uniform sweep, in [0, 1].
+        sigma: Spread of the per-group log-normal perturbation.
+        min_macs, max_macs: MACs range (fractions of the base) of the sweep.
+    """
+
+    def __init__(self, *, sweep_fraction=0.3, sigma=0.5, min_macs=0.01, max_macs=0.9):
+        super().__init__()
+        self.sweep_fraction = check_probability("sweep_fraction", sweep_fraction)
+        self.sigma = check_real("sigma", sigma, low=0.0, low_open=True)
+        self.min_macs = check_real("min_macs", min_macs, low=0.0, high=1.0, low_open=True)
+        self.max_macs = check_real("max_macs", max_macs, low=0.0, high=1.0, low_open=True)
+        if self.min_macs >= self.max_macs:
+            raise invalid_value("min_macs", f"a fraction below max_macs={self.max_macs}", min_macs)
+
+    def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
+        space = _space_of(problem)
+        n_groups = len(space.group_slices)
+        levels = uniform_sweep(space, max(int(round(self.sweep_fraction * n_samples)), 2),
+                               min_macs=self.min_macs, max_macs=self.max_macs)
+        n_sweep = min(len(levels), int(round(self.sweep_fraction * n_samples)), n_samples)
+        if n_sweep < len(levels):  # keep the sweep's ends and spread the rest
+            levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_sweep).round().astype(int))]
+            n_sweep = len(levels)
+        R = np.empty((n_samples, n_groups))
+        R[:n_sweep] = levels[:, None]
+        n_rest = n_samples - n_sweep
+        if n_rest:
+            all_levels = uniform_sweep(space, 16, min_macs=self.min_macs, max_macs=self.max_macs)
+            base = all_levels[random_state.integers(len(all_levels), size=n_rest)]
+            noise = np.exp(self.sigma * random_state.standard_normal((n_rest, n_groups)))
+            R[n_sweep:] = np.clip(base[:, None] * noise, 0.0, 1.0)
+        return space.genomes_from_ratios(R)
+
+
+class KeepRatioMutation(Mutation):
+    """Change how many units some groups keep, by a log-normal factor; prune by importance.
+
+    Each mutated individual changes one group chosen at random, and every other group with
+    probability ``1 / n_groups``: the new kept count is ``round(count * exp(sigma * N(0, 1)))``,
+    moved by at least one unit and clipped to the group. ``sigma`` decays linearly from
+    ``sigma`` to ``final_sigma`` over the run (progress read from the termination).
+
+    Binary genomes (channels, weight masks) lose their least important kept units or regain
+    their most important pruned ones, so single-unit choices made earlier survive; with
+    probability ``swap_prob`` one group also swaps one of its least important kept units for
+    one of its most important pruned ones (the boundary ``swap_window`` of each side), which
+    refines single units. Ratio genomes get the new ratio (an exact ``count / size``).
+
+    Args:
+        sigma: Initial log-normal step.
+        final_sigma: Final log-normal step.
+        swap_prob: Probability of a boundary swap per individual (binary encodings only).
+        swap_window: Fraction of a group's kept (pruned) units near the boundary a swap picks from.
+        prob: Probability that an individual is mutated.
+    """
+
+    def __init__(self, *, sigma=0.3, final_sigma=0.1, swap_prob=0.3, swap_window=0.25, prob=1.0):
+        super().__init__(prob=check_probability("prob", prob))
+        self.sigma = check_real("sigma", sigma, low=0.0, low_open=True)
+        self.final_sigma = check_real("final_sigma", final_sigma, low=0.0, low_open=True)
+        self.swap_prob = check_probability("swap_prob", swap_prob)
+        self.swap_window = check_probability("swap_window", swap_window, allow_zero=False)
+
+    def current_sigma(self, progress):
+        """The log-normal step at ``progress`` in [0, 1]."""
+        return self.sigma + (self.final_sigma - self.sigma) * progress
+
+    def _do(self, problem, X, *args, random_state=None, algorithm=None, **kwargs):
+        space = _space_of(problem)
+        sizes = _group_sizes(space)
+        n_groups = len(sizes)
+        binary = space.vtype is bool
+        X = np.array(X, dtype=bool if binary else np.float64, copy=True)
+        order = space.keep_order() if binary else None
+        ratios = space.group_ratios(X)
+        sigma = self.current_sigma(_progress(algorithm))
+        for i in range(len(X)):
+            chosen = random_state.random(n_groups) < 1.0 / n_groups
+            chosen[random_state.integers(n_groups)] = True
+            for g in np.flatnonzero(chosen):
+                count = int(round(ratios[i, g] * sizes[g]))
+                step = np.exp(sigma * random_state.standard_normal())
+                new = int(round(count * step))
+                if new == count:
+                    new = count + (1 if step >= 1.0 else -1)
+                new = min(max(new, 1), int(sizes[g]))
+                sl = space.group_slices[g]
+                if binary:
+                    X[i, sl] = _set_count(X[i, sl], order[sl], new)
+                else:
+                    X[i, sl] = new / sizes[g]
+            if binary and random_state.random() < self.swap_prob:
+                g = int(random_state.integers(n_groups))
+                sl = space.group_slices[g]
+                X[i, sl] = _swap(X[i, sl], order[sl], self.swap_window, random_state)
+        return X
+
+
+def _set_count(bits, order, new):
+    """Bits with exactly ``new`` ones: drop the least important kept, add the most important pruned."""
+    bits = bits.copy()
+    count = int(bits.sum())
+    if new < count:
+        kept = np.flatnonzero(bits)
+        bits[kept[np.argsort(-order[kept])[:count - new]]] = False
+    elif new > count:
+        pruned = np.flatnonzero(~bits)
+        bits[pruned[np.argsort(order[pruned])[:new - count]]] = True
+    return bits
+
+
+def _swap(bits, order, window, random_state):
+    """Swap one of the least important kept units for one of the most important pruned ones."""
+    kept, pruned = np.flatnonzero(bits), np.flatnonzero(~bits)
+    if len(kept) < 2 or len(pruned) == 0:
+        return bits
+    weak = kept[np.argsort(-order[kept])][:max(1, int(window * len(kept)))]
+    strong = pruned[np.argsort(order[pruned])][:max(1, int(window * len(pruned)))]
+    bits = bits.copy()
+    bits[weak[random_state.integers(len(weak))]] = False
+    bits[strong[random_state.integers(len(strong))]] = True
+    return bits
+
+
+class GroupUniformCrossover(Crossover):
+    """Uniform crossover of whole groups: each group of the two children comes from either parent.
+
+    Args:
+        prob: Probability that a mating is crossed (otherwise the children copy the parents).
+        swap_prob: Probability that a group is swapped between the two children.
+    """
+
+    def __init__(self, *, prob=0.9, swap_prob=0.5):
+        super().__init__(2, 2, prob=check_probability("prob", prob))
+        self.swap_prob = check_probability("swap_prob", swap_prob)
+
+    def _do(self, problem, X, *args, random_state=None, **kwargs):
+        space = _space_of(problem)
+        _, n_matings, _ = X.shape
+        Y = X.copy()
+        for g, sl in enumerate(space.group_slices):
+            swap = random_state.random(n_matings) < self.swap_prob
+            Y[0, swap, sl], Y[1, swap, sl] = X[1, swap, sl], X[0, swap, sl]
+        return Y
+
+
+def _plan_key(space, x):
+    try:
+        return space.decode(x).key
+    except Exception:  # an undecodable genome is compared by its bytes
+        return np.asarray(x).tobytes()
+
+
+class PlanDuplicateElimination(DuplicateElimination):
+    """Genomes are duplicates when they decode to the same plan, or to one evaluated before.
+
+    Two ratio genomes that round to the same kept counts, or two binary genomes equal after
+    repair, are one model: evaluating both spends budget on a cache hit. Plans the algorithm has
+    evaluated are added to :attr:`seen` (see :class:`moprune.algorithms.focused.FocusedNSGA2`),
+    and offspring decoding to one of them are regenerated while :attr:`check_seen` is on.
+
+    Args:
+        space: The :class:`moprune.space.Space` genomes belong to.
+    """
+
+    def __init__(self, space):
+        super().__init__()
+        self.space = space
+        self.seen = set()
+        self.check_seen = True
+
+    def key(self, individual):
+        """Plan key of a pymoo ``Individual`` (or a genome)."""
+        x = individual.X if hasattr(individual, "X") else individual
+        return _plan_key(self.space, x)
+
+    def remember(self, pop):
+        """Add the plans of ``pop`` (a pymoo ``Population``) to :attr:`seen`."""
+        self.seen.update(self.key(ind) for ind in pop)
+
+    def _do(self, pop, other, is_duplicate):
+        taken = set(self.seen) if self.check_seen else set()
+        if other is not None:
+            taken.update(self.key(ind) for ind in other)
+        for i, ind in enumerate(pop):
+            k = self.key(ind)
+            if k in taken:
+                is_duplicate[i] = True
+            else:
+                taken.add(k)
+        return is_duplicate

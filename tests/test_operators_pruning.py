@@ -1,0 +1,210 @@
+"""Pruning-aware operators, the space helpers they use, the focused view and the default search."""
+
+import numpy as np
+import pytest
+from pymoo.core.individual import Individual
+from pymoo.core.population import Population
+
+from conftest import randomized_zoo_model
+from conftest_search import tiny_problem
+from moprune.algorithms import ALGORITHMS
+from moprune.exceptions import MopruneValueError
+from moprune.operators.pruning import (
+    GroupUniformCrossover,
+    KeepRatioMutation,
+    PlanDuplicateElimination,
+    SweepSampling,
+    uniform_sweep,
+)
+from moprune.problem import FocusedProblem
+from moprune.searching import search
+from moprune.space import ChannelSpace, WeightSpace
+
+
+class _Holder:
+    """What the operators need of a problem: its space and n_var."""
+
+    def __init__(self, space):
+        self.space = space
+        self.n_var = space.n_var
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return randomized_zoo_model("lenet5_caffe")
+
+
+@pytest.fixture(scope="module", params=["binary", "ratio"])
+def channel_space(request, lenet):
+    return ChannelSpace(lenet, encoding=request.param)
+
+
+def test_genomes_from_ratios_keeps_most_important_first(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    X = space.genomes_from_ratios(np.array([[0.5, 0.1, 0.02]]))
+    for g, (sl, size) in enumerate(zip(space.group_slices, space.group_sizes)):
+        kept = np.flatnonzero(X[0, sl])
+        assert len(kept) == int(np.ceil([0.5, 0.1, 0.02][g] * size - 1e-9))
+        scores = space.importance_scores[space.group_names[g]]
+        assert scores[kept].min() >= np.delete(scores, kept).max()  # the top channels by L1
+    assert np.allclose(space.group_ratios(X)[0], [np.ceil(r * s - 1e-9) / s for r, s in
+                                                  zip([0.5, 0.1, 0.02], space.group_sizes)])
+
+
+def test_binary_and_ratio_uniform_genomes_are_the_same_model(lenet):
+    binary, ratio = ChannelSpace(lenet, encoding="binary"), ChannelSpace(lenet, encoding="ratio")
+    R = np.array([[0.3, 0.3, 0.3], [0.7, 0.2, 0.9]])
+    assert [binary.decode(x).kept for x in binary.genomes_from_ratios(R)] == \
+        [ratio.decode(x).kept for x in ratio.genomes_from_ratios(R)]
+
+
+def test_genomes_from_ratios_rejects_bad_shapes(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    with pytest.raises(MopruneValueError, match="R"):
+        space.genomes_from_ratios(np.ones((2, 5)))
+    with pytest.raises(MopruneValueError, match="keep ratios in \\[0, 1\\]"):
+        space.genomes_from_ratios(np.full((1, 3), 1.5))
+
+
+def test_weight_mask_keep_order_is_by_magnitude(lenet):
+    space = WeightSpace(lenet, encoding="mask", layers=["conv1"])
+    X = space.genomes_from_ratios(np.array([[0.25]]))
+    w = lenet.conv1.weight.detach().abs().flatten().numpy()
+    assert w[X[0]].min() >= w[~X[0]].max()
+    assert X[0].sum() == int(np.ceil(0.25 * w.size))
+
+
+def test_uniform_sweep_spans_the_macs_range(channel_space):
+    ratios = uniform_sweep(channel_space, 8, min_macs=0.02, max_macs=0.8)
+    assert np.all(np.diff(ratios) > 0) and 4 <= len(ratios) <= 8
+    G = channel_space.genomes_from_ratios(np.repeat(ratios[:, None], 3, axis=1))
+    macs = channel_space.cost(G)["macs_ratio"]
+    assert np.all(np.diff(macs) > 0)
+    assert macs[0] < 0.05 and macs[-1] > 0.5
+
+
+def test_sweep_sampling_starts_with_uniform_models(channel_space):
+    X = SweepSampling(sweep_fraction=0.5).do(_Holder(channel_space), 20, random_state=np.random.default_rng(0)).get("X")
+    assert X.shape == (20, channel_space.n_var)
+    R = channel_space.group_ratios(X)
+    n_uniform = int(np.sum(np.ptp(R, axis=1) < 0.05))
+    assert n_uniform >= 8  # the sweep half
+    assert np.ptp(np.log(R[10:]), axis=1).mean() > 0.2  # the rest differs per group
+
+
+def test_keep_ratio_mutation_prunes_least_important_first(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    X = space.genomes_from_ratios(np.full((50, 3), 0.5))
+    Y = KeepRatioMutation(swap_prob=0.0).do(_Holder(space), Population.new(X=X),
+                                            random_state=np.random.default_rng(1)).get("X")
+    changed = 0
+    for y in Y:
+        for g, sl in enumerate(space.group_slices):
+            kept = np.flatnonzero(y[sl])
+            scores = space.importance_scores[space.group_names[g]]
+            assert scores[kept].min() >= np.delete(scores, kept).max(initial=-np.inf)  # still a top-k prefix
+        changed += not np.array_equal(y, X[0])
+    assert changed == len(Y)  # every individual moves at least one channel
+
+
+def test_keep_ratio_mutation_swaps_near_the_boundary(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    X = space.genomes_from_ratios(np.full((40, 3), 0.5))
+    mutation = KeepRatioMutation(sigma=1e-6, final_sigma=1e-6, swap_prob=1.0, swap_window=0.1)
+    Y = mutation.do(_Holder(space), Population.new(X=X), random_state=np.random.default_rng(2)).get("X")
+    order = space.keep_order()
+    for y in Y:
+        for sl in space.group_slices:
+            size = sl.stop - sl.start
+            # whatever moved lies within the boundary windows (plus the +-1 count step)
+            moved = np.flatnonzero(y[sl] != X[0, sl])
+            assert np.all(np.abs(order[sl][moved] - size / 2) <= 0.1 * size / 2 + 2)
+
+
+def test_keep_ratio_mutation_on_ratio_genomes_gives_exact_counts(lenet):
+    space = ChannelSpace(lenet, encoding="ratio")
+    X = np.full((30, 3), 0.5)
+    Y = KeepRatioMutation().do(_Holder(space), Population.new(X=X), random_state=np.random.default_rng(3)).get("X")
+    counts = Y * np.asarray(space.group_sizes)
+    assert np.allclose(counts, np.round(counts)) and np.all((Y > 0) & (Y <= 1))
+    assert np.all(np.any(Y != 0.5, axis=1))
+
+
+def test_group_uniform_crossover_swaps_whole_groups(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    a, b = space.genomes_from_ratios(np.array([[0.2, 0.2, 0.2], [0.9, 0.9, 0.9]]))
+    parents = Population.new(X=np.stack([a, b]))
+    off = GroupUniformCrossover(prob=1.0).do(_Holder(space), parents, np.array([[0, 1]] * 20),
+                                             random_state=np.random.default_rng(4)).get("X")
+    for child in off:
+        for sl in space.group_slices:
+            assert np.array_equal(child[sl], a[sl]) or np.array_equal(child[sl], b[sl])
+    assert len({c.tobytes() for c in off}) > 2  # mixes, not only copies
+
+
+def test_plan_duplicate_elimination_uses_plans_and_history(lenet):
+    space = ChannelSpace(lenet, encoding="ratio")
+    elim = PlanDuplicateElimination(space)
+    # 0.5 and 0.49 keep the same 10 of conv1's 20 channels: one plan
+    pop = Population.new(X=np.array([[0.5, 0.5, 0.5], [0.49, 0.5, 0.5], [0.3, 0.3, 0.3]]))
+    assert len(elim.do(pop)) == 2
+    elim.remember(Population.new(X=np.array([[0.3, 0.3, 0.3]])))
+    assert len(elim.do(pop)) == 1
+    elim.check_seen = False
+    assert len(elim.do(pop)) == 2
+    assert elim.key(Individual(X=np.array([0.5, 0.5, 0.5]))) == space.decode(np.array([0.49, 0.5, 0.5])).key
+
+
+def test_focused_problem_logs_costs_and_bands_accuracy_but_archives_the_parent():
+    problem = tiny_problem(max_accuracy_drop=None)
+    view = FocusedProblem(problem, 2.0)
+    X = np.ones((3, problem.n_var), dtype=bool)
+    X[1, ::2] = False
+    X[2, 1:] = False
+    out = view.evaluate(X, return_as_dictionary=True)
+    m = problem.measure(X)
+    assert np.allclose(out["F"][:, 0], 1 - m["accuracy"])
+    assert np.allclose(out["F"][:, 1], np.log(m["macs_ratio"]))
+    assert np.allclose(out["G"][:, 0], m["drop"] - 2.0)
+    assert [e.objectives for e in problem.archive] == [tuple(row) for row in problem.objective_values(m)]
+    assert all(e.feasible for e in problem.archive)  # the parent has no constraint
+
+
+def test_default_search_is_focused_and_beats_nsga2_on_a_tiny_problem():
+    import inspect
+
+    assert inspect.signature(search).parameters["algorithm"].default == "focused"
+    best = {}
+    for name in ("focused", "nsga2"):
+        problem = tiny_problem()
+        result = search(problem, name, pop_size=10, n_evals=80, seed=0)
+        base = result.base_accuracy
+        ok = [e.macs_ratio for e in result.archive if np.isfinite(e.accuracy) and base - e.accuracy <= 0.01]
+        best[name] = min(ok)
+        if name == "focused":
+            assert len({e.plan_key for e in result.archive}) == len(result.archive)  # no plan asked twice
+    assert best["focused"] <= best["nsga2"]
+
+
+def test_focused_options_are_checked():
+    problem = tiny_problem()
+    with pytest.raises(MopruneValueError, match="sweep_fraction"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, sweep_fraction=2.0)
+    with pytest.raises(MopruneValueError, match="band"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, band=-1.0)
+
+
+def test_batchnorm_model_without_training_data_is_refused():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from moprune.evaluation import Evaluator
+    from moprune.problem import PruningProblem
+
+    space = ChannelSpace(randomized_zoo_model("resnet8"), encoding="ratio")
+    data = TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    with pytest.raises(MopruneValueError, match="evaluator.*train_data.*BatchNorm.*bn_recalibration=False"):
+        PruningProblem(space, Evaluator(data, n_samples=32))
+    assert PruningProblem(space, Evaluator(data, n_samples=32, bn_recalibration=False)).n_var == space.n_var
+    ok = PruningProblem(space, Evaluator(data, n_samples=32, train_data=data))
+    assert ok.evaluator.train_subset is not None

@@ -1,0 +1,83 @@
+"""retrain_front: front points spread along MACs, retrained, measured, exported and pickable."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_export import tiny_splits
+
+import moprune
+from moprune.exceptions import MopruneValueError
+from moprune.models import get_model
+from moprune.retraining import front_points, retrain_front
+
+
+def test_front_points_spread_on_log_macs_and_keep_the_ends():
+    front = pd.DataFrame({"macs_ratio": [0.5, 0.01, 0.02, 0.05, 0.1, 0.2, 1.0], "accuracy": np.linspace(0.5, 1, 7)})
+    chosen = front_points(front, 3)
+    assert list(chosen["macs_ratio"]) == [0.01, 0.1, 1.0]
+    assert list(front_points(front, 10)["macs_ratio"]) == sorted(front["macs_ratio"])
+    assert len(front_points(front, 5)) == 5
+    with pytest.raises(MopruneValueError, match="n_points"):
+        front_points(front, 0)
+
+
+@pytest.fixture(scope="module")
+def searched():
+    data = tiny_splits(n_train=256, n_eval=128)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = get_model("lenet5").eval()
+    moprune.fit(model, data.train, epochs=1, batch_size=64, generator=torch.Generator().manual_seed(0),
+                progress=False)
+    model.eval()
+    space = moprune.ChannelSpace(model, encoding="ratio")
+    problem = moprune.PruningProblem(space, moprune.Evaluator(data.val, n_samples=None, num_threads=1))
+    result = moprune.search(problem, "random", pop_size=8, n_evals=24, seed=0)
+    return data, model, result
+
+
+def test_retrain_front_reports_retrained_validation_and_test(searched, tmp_path):
+    data, model, result = searched
+    front = moprune.pareto_front(result)
+    frame = retrain_front(result, data=data, base_model=model, n_points=3, epochs=1, batch_size=64,
+                          out_dir=str(tmp_path))
+    assert len(frame) == min(3, len(front))
+    assert frame["macs_ratio"].is_monotonic_increasing
+    assert frame.index.isin(front.index).all()
+    assert set(frame.index) >= {front["macs_ratio"].idxmin(), front["macs_ratio"].idxmax()}
+    assert np.allclose(frame["error"], 1 - frame["accuracy"])
+    base_val, base_test = frame.attrs["base_val_accuracy"], frame.attrs["base_test_accuracy"]
+    assert np.allclose(frame["accuracy_drop"], 100 * (base_val - frame["accuracy"]))
+    assert np.allclose(frame["test_drop"], 100 * (base_test - frame["test_accuracy"]))
+    assert np.allclose(frame["search_accuracy"], front.loc[frame.index, "accuracy"])
+    # the retrained MACs ratio is the one the search predicted
+    assert np.allclose(frame["macs_ratio"], front.loc[frame.index, "macs_ratio"], rtol=1e-6)
+    for index, path in frame["path"].items():
+        loaded = moprune.load(path)
+        rebuilt = result.space.materialize(frame.loc[index, "genome"])
+        assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
+
+
+def test_pick_on_a_retrained_front_uses_retrained_validation(searched):
+    data, model, result = searched
+    frame = retrain_front(result, data=data, base_model=model, n_points=4, epochs=1, batch_size=64)
+    loose = moprune.pick(frame, "max_drop", max_drop=100.0)
+    assert loose["macs_ratio"] == frame["macs_ratio"].min()
+    tight_drop = float(frame["accuracy_drop"].min())
+    tight = moprune.pick(frame, "max_drop", max_drop=max(tight_drop, 0.0))
+    assert tight["accuracy_drop"] <= max(tight_drop, 0.0) + 1e-9
+
+
+def test_retrain_front_filters_and_bad_input(searched):
+    data, model, result = searched
+    front = moprune.pareto_front(result)
+    cut = float(front["macs_ratio"].median())
+    frame = retrain_front(result, data=data, base_model=model, n_points=2, epochs=1, batch_size=64, max_macs=cut)
+    assert (frame["macs_ratio"] <= cut + 1e-12).all()
+    with pytest.raises(MopruneValueError, match="max_drop, max_macs"):
+        retrain_front(result, data=data, base_model=model, max_macs=1e-9)
+    with pytest.raises(MopruneValueError, match="result"):
+        retrain_front(front, data=data, base_model=model)
+    with pytest.raises(MopruneValueError, match="base_model"):
+        retrain_front(result, data=data, base_model=None)
