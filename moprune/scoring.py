@@ -23,6 +23,14 @@ from moprune.validation import check_choice, check_real, conflict
 
 SCORINGS = Registry("scoring")
 
+DEFAULT_ACCURACY_DROP = 2.0
+"""Accuracy points a pruned model may lose when nothing else is said (documents 002 and 003 use 2).
+
+The default of :class:`ThresholdScore`'s ``threshold`` and, through
+:func:`moprune.algorithms.base.accuracy_drop_of`, of the seed algorithms' allowed drop when the
+problem has no ``max_accuracy_drop``.
+"""
+
 _COSTS = ("macs", "params")
 
 
@@ -116,7 +124,7 @@ class ThresholdScore(Scoring):
 
     name = "threshold"
 
-    def __init__(self, *, threshold=2.0, epsilon=10.0, lam=0.5, cost="params"):
+    def __init__(self, *, threshold=DEFAULT_ACCURACY_DROP, epsilon=10.0, lam=0.5, cost="params"):
         self.threshold = check_real("threshold", threshold, low=0.0, high=100.0, unit="accuracy points")
         self.epsilon = check_real("epsilon", epsilon, low=0, low_open=True)
         self.lam = check_real("lam", lam, low=0.0, high=1.0)

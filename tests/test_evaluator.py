@@ -245,7 +245,6 @@ def test_evaluate_checks_the_population_shape():
 def test_plan_is_the_cache_key():
     record = EvalRecord(plan_key=Plan("channels", (), "k1").key, accuracy=0.25, seconds=1.0)
     assert record.as_cached() == EvalRecord(plan_key="k1", accuracy=0.25, seconds=0.0, cached=True)
-    assert not isinstance(nn.Identity(), nn.modules.batchnorm._BatchNorm)
 
 
 def test_finetuning_an_unstructured_plan_keeps_its_pruned_weights_zero(monkeypatch):
@@ -265,3 +264,22 @@ def test_finetuning_an_unstructured_plan_keeps_its_pruned_weights_zero(monkeypat
         weight, before = model.get_submodule(name).weight, fresh.get_submodule(name).weight
         assert torch.all(weight[~mask] == 0), name  # pruned weights did not grow back
         assert not torch.equal(weight[mask], before[mask]), name  # the kept ones were trained
+
+
+def test_finetune_plan_is_the_loop_fine_tuning_seeded_by_the_caller():
+    space = DropoutSpace(tiny_model())
+    x = _genomes(5, 1)[0]
+    options = {"steps": 5, "lr": 0.05, "batch_size": 64}
+    evaluator = Evaluator(VAL, n_samples=None, finetune=options, train_data=TRAIN, num_threads=1)
+    plan = space.decode(x)
+    model, loss = evaluator.finetune_plan(space, plan, seed=plan_seed(0, plan.key))
+    again, loss_again = evaluator.finetune_plan(space, x, seed=plan_seed(0, plan.key))  # a genome works too
+    assert math.isfinite(loss) and loss == loss_again
+    for p, q in zip(model.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    # the in-loop evaluation of the same plan is this very model
+    assert evaluator.evaluate(space, x[None])[0].accuracy == evaluator.accuracy(model)
+    other, _ = evaluator.finetune_plan(space, plan, seed=1, steps=1, lr=0.5)  # explicit options win
+    assert not torch.equal(next(other.parameters()), next(model.parameters()))
+    with pytest.raises(MopruneError, match="train_data"):
+        Evaluator(VAL, n_samples=None).finetune_plan(space, plan, seed=0, steps=1)

@@ -25,6 +25,41 @@ def _genomes(seed=0, n=6):
 
 
 # ---------------------------------------------------------------- problem
+class RebasableSpace(TinySpace):
+    """TinySpace whose rebase records its arguments and returns a space over the given model."""
+
+    def rebase(self, model, plan):
+        space = RebasableSpace(model)
+        space.rebased_from = (self, plan)
+        return space
+
+
+def test_latest_evaluations_and_as_genomes():
+    problem = tiny_problem()
+    X = _genomes(n=3)
+    problem.evaluate(X.astype(float))  # floats come back as the space's bools
+    problem.evaluate(X[:1])
+    latest = problem.latest_evaluations(np.vstack([X, ~X[:1]]))
+    assert latest[0] is problem.archive[3] and latest[1] is problem.archive[1] and latest[3] is None
+    assert problem.as_genomes(X[0]).shape == (1, H1 + H2) and problem.as_genomes(X[0]).dtype == bool
+    assert problem.scalarized("weighted").latest_evaluations(X[2])[0] is problem.archive[2]
+
+
+def test_rebase_swaps_the_space_and_drops_the_stale_cache():
+    space = RebasableSpace(tiny_model())
+    problem = PruningProblem(space, Evaluator(make_data(200, seed=2), n_samples=None, num_threads=1))
+    x = _genomes(n=1)
+    problem.evaluate(x)
+    assert len(problem.evaluator.cache) == 1
+    model = space.materialize(x[0])
+    new = problem.scalarized("weighted").rebase(model, space.decode(x[0]))  # a view rebases its parent
+    assert problem.space is new and new.model is model and new.rebased_from[0] is space
+    assert len(problem.evaluator.cache) == 0
+    problem.evaluate(x)
+    kept = problem.rebase(model, space.decode(x[0]), drop_cache=False)
+    assert problem.space is kept and len(problem.evaluator.cache) == 1
+
+
 def test_problem_matches_space_and_evaluator():
     problem = tiny_problem(objectives=("error", "macs", "params", "sparsity"))
     assert problem.n_var == H1 + H2 and problem.n_obj == 4 and problem.n_ieq_constr == 0
@@ -102,7 +137,8 @@ def test_bad_objectives_are_refused(objectives):
 
 @pytest.mark.parametrize("drop", [-1, 100.5, "2", True])
 def test_bad_threshold_is_refused(drop):
-    with pytest.raises(MopruneValueError, match=r"max_accuracy_drop must be .*\[0, 100\]; got"):
+    message = r"max_accuracy_drop must be None or a real number in \[0, 100\] \(accuracy points\); got"
+    with pytest.raises(MopruneValueError, match=message):
         tiny_problem(max_accuracy_drop=drop)
 
 

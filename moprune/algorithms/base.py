@@ -2,8 +2,11 @@
 
 :class:`SeedAlgorithm` runs on the single-objective view ``problem.scalarized(scoring)``
 (``F = -score``), so all evaluations still go through the one problem, evaluator, cache and
-archive; it clips every batch to the remaining ``n_evals`` budget and keeps the best individual
-ever evaluated as ``opt``. Options are validated with :mod:`moprune.validation`.
+archive. It owns the loop glue every seed loop needs: a subclass only proposes genomes
+(:meth:`SeedAlgorithm._initial_genomes`, :meth:`SeedAlgorithm._next_genomes`); the base class
+cuts each batch to the remaining ``n_evals`` budget (terminating when nothing fits) and keeps
+the best individual ever evaluated as ``opt``. Options are validated with
+:mod:`moprune.validation`; the default allowed accuracy drop is :func:`accuracy_drop_of`.
 """
 
 import math
@@ -15,11 +18,21 @@ from pymoo.core.population import Population
 from pymoo.termination.max_eval import MaximumFunctionCallTermination
 
 from moprune.exceptions import invalid_value
+from moprune.scoring import DEFAULT_ACCURACY_DROP
 
-__all__ = ["SeedAlgorithm", "max_evals_of", "take", "top"]
+__all__ = ["DEFAULT_ACCURACY_DROP", "SeedAlgorithm", "accuracy_drop_of", "max_evals_of", "take", "top"]
 
 # --------------------------------------------------------------------------------------------
 # the shared base
+
+
+def accuracy_drop_of(problem):
+    """The accuracy drop (points) a seed algorithm allows by default on ``problem``.
+
+    The problem's ``max_accuracy_drop`` when it has one, else :data:`DEFAULT_ACCURACY_DROP`.
+    """
+    drop = getattr(problem, "max_accuracy_drop", None)
+    return DEFAULT_ACCURACY_DROP if drop is None else float(drop)
 
 
 def max_evals_of(termination):
@@ -113,6 +126,27 @@ class SeedAlgorithm(Algorithm):
         if math.isinf(left):
             return X
         return X[: max(0, int(left))]
+
+    # ---- the loop glue: subclasses propose genomes, the base class fits them to the budget
+
+    def _initial_genomes(self):
+        """The genomes of the initial population (repaired), before the budget cut."""
+        raise NotImplementedError
+
+    def _next_genomes(self):
+        """The genomes of the next generation (repaired), or ``None`` to stop the run."""
+        raise NotImplementedError
+
+    def _initialize_infill(self):
+        return Population.new("X", self.clip_to_budget(np.asarray(self._initial_genomes())))
+
+    def _infill(self):
+        X = self._next_genomes()
+        X = None if X is None else self.clip_to_budget(np.asarray(X))
+        if X is None or len(X) == 0:
+            self.termination.force_termination = True
+            return None
+        return Population.new("X", X)
 
     def evaluate_now(self, X):
         """Evaluate genomes immediately (outside the infill/advance cycle) and return the population.

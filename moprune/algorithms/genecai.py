@@ -26,10 +26,9 @@ for every group, i.e. the paper's naive initialisation).
 import math
 
 import numpy as np
-from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm
+from moprune.algorithms.base import SeedAlgorithm, accuracy_drop_of
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
 from moprune.operators.continuous import (
@@ -42,7 +41,7 @@ from moprune.operators.continuous import (
     normalize,
 )
 from moprune.problem import bind_problem
-from moprune.scoring import GeneCAIScore, Scoring, make_scoring
+from moprune.scoring import GeneCAIScore, make_scoring
 from moprune.validation import check_choice, check_int, check_pop_size, check_real
 
 __all__ = ["GeneCAI", "make_genecai"]
@@ -102,7 +101,7 @@ class GeneCAI(SeedAlgorithm):
         self.boundary_evals += len(pop)
         return self.accuracy_of(pop)
 
-    def _initialize_infill(self):
+    def _initial_genomes(self):
         groups = self.group_slices()
         steps = self.bisection_steps if self.initialization == "directed" else 0
         left = self.budget_left()
@@ -120,7 +119,7 @@ class GeneCAI(SeedAlgorithm):
                      self.boundary_evals, steps)
         sampling = DirectedSampling(theta=self.theta, group_slices=groups)
         X = np.asarray(sampling.do(self.problem, self.pop_size, random_state=self.random_state).get("X"))
-        return Population.new("X", self.clip_to_budget(self.repair_X(X)))
+        return self.repair_X(X)
 
     def _initialize_advance(self, infills=None, **kwargs):
         self.pop = infills
@@ -130,22 +129,17 @@ class GeneCAI(SeedAlgorithm):
 
     # ---- one generation (Algorithm 1, lines 4-11)
 
-    def _infill(self):
+    def _next_genomes(self):
         rng = self.random_state
         n = self.pop_size
         if len(self.pop) < 2:
-            self.termination.force_termination = True
             return None
         n_matings = math.ceil(n / 2)
         parents = self.selection.do(self.problem, self.pop, n_matings, 2, to_pop=False, random_state=rng)
         off = self.crossover.do(self.problem, self.pop, parents=parents, random_state=rng)
         off = off[:n]
         off = self.mutation.do(self.problem, off, random_state=rng)
-        X = self.clip_to_budget(self.repair_X(np.asarray(off.get("X"), dtype=float)))
-        if len(X) == 0:
-            self.termination.force_termination = True
-            return None
-        return Population.new("X", X)
+        return self.repair_X(np.asarray(off.get("X"), dtype=float))
 
     def _advance(self, infills=None, **kwargs):
         if infills is not None and len(infills) > 0:
@@ -194,13 +188,9 @@ def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, si
         raise invalid_value("problem.space", "a continuous (ratio-encoded) space for genecai",
                             f"{type(space).__name__} with binary genes")
     if acc_threshold is None:
-        drop = getattr(problem, "max_accuracy_drop", None)
-        acc_threshold = _default_accuracy_threshold(problem, 2.0 if drop is None else drop)
+        acc_threshold = _default_accuracy_threshold(problem, accuracy_drop_of(problem))
     acc_threshold = check_real("acc_threshold", acc_threshold, low=0, high=100, unit="percent")
-    if scoring is None:
-        scoring = GeneCAIScore(acc_threshold=acc_threshold, cost=cost)
-    elif not isinstance(scoring, Scoring):
-        scoring = make_scoring(scoring)
+    scoring = GeneCAIScore(acc_threshold=acc_threshold, cost=cost) if scoring is None else make_scoring(scoring)
     algorithm = GeneCAI(pop_size=pop_size, p_cross=p_cross, p_swap=p_swap, p_tweak=p_tweak, sigma=sigma,
                         p_mutate=p_mutate, accuracy_threshold=acc_threshold / 100.0,
                         initialization=initialization, bisection_steps=bisection_steps, scoring=scoring)

@@ -12,7 +12,7 @@ evaluations done, so they fit both budgets):
 - adaptive mutation rate ``r = max(r_min, r0 * (1 - s))`` (document 002: broad exploration
   first, fine tuning at the end). A binary proposal flips each active gene with probability
   ``r`` (at least one); a real one moves each active gene with probability ``r`` (at least one)
-  by ``N(0, r)`` of its range.
+  by ``N(0, r)`` of its range: :class:`moprune.operators.PerturbationMutation` (:attr:`proposal`).
 
 Document 002 penalises a loss above ``max_loss`` heavily: each point of accuracy drop above
 ``max_loss`` adds ``loss_penalty`` to the energy.
@@ -32,9 +32,10 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm
+from moprune.algorithms.base import SeedAlgorithm, accuracy_drop_of
+from moprune.operators.perturbation import PerturbationMutation
 from moprune.problem import bind_problem
-from moprune.scoring import Scoring, WeightedScore, make_scoring
+from moprune.scoring import DEFAULT_ACCURACY_DROP, WeightedScore, make_scoring
 from moprune.validation import check_bool, check_pop_size, check_probability, check_real
 
 __all__ = ["SimulatedAnnealing", "make_sa"]
@@ -63,10 +64,13 @@ class SimulatedAnnealing(SeedAlgorithm):
         state_X, state_E: Current genome and energy of every chain.
         n_accepted: Proposals accepted so far.
         stage: Index of the group being annealed (layer-wise mode).
+        proposal: The :class:`~moprune.operators.PerturbationMutation` making each chain's
+            neighbour (rate and mutable genes set per iteration).
     """
 
     def __init__(self, *, pop_size, initial_temperature=0.05, final_temperature=1e-4, mutation_rate=0.15,
-                 min_mutation_rate=0.01, layerwise=False, max_loss=2.0, loss_penalty=1.0, scoring, **kwargs):
+                 min_mutation_rate=0.01, layerwise=False, max_loss=DEFAULT_ACCURACY_DROP, loss_penalty=1.0, scoring,
+                 **kwargs):
         super().__init__(scoring=scoring, **kwargs)
         self.pop_size = check_pop_size(pop_size)
         self.initial_temperature = check_real("initial_temperature", initial_temperature, low=0, low_open=True)
@@ -85,6 +89,8 @@ class SimulatedAnnealing(SeedAlgorithm):
         self.stage = 0
         self.best_energy = math.inf
         self._schedule = (0, 0.0)
+        # each chain's neighbour: rate and mutable genes are set per iteration (schedule, layer)
+        self.proposal = PerturbationMutation(at_least_one=True)
 
     # ---- schedules
 
@@ -141,27 +147,10 @@ class SimulatedAnnealing(SeedAlgorithm):
             self.best_energy = float(E[i])
             self.best = pop[i]
 
-    # ---- proposals
-
-    def _propose(self, X, active, rate):
-        rng = self.random_state
-        n, n_var = X.shape
-        idx = np.flatnonzero(active)
-        move = np.zeros((n, n_var), dtype=bool)
-        move[:, idx] = rng.random((n, len(idx))) < rate
-        forced = idx[rng.integers(0, len(idx), size=n)]
-        move[np.arange(n), forced] = True
-        if self.is_binary():
-            return np.where(move, ~X.astype(bool), X.astype(bool))
-        xl, xu = np.asarray(self.problem.xl, dtype=float), np.asarray(self.problem.xu, dtype=float)
-        step = rng.normal(0.0, rate, size=(n, n_var)) * (xu - xl)
-        return np.clip(np.where(move, X + step, X), xl, xu)
-
     # ---- pymoo hooks
 
-    def _initialize_infill(self):
-        X = self.repair_X(self.original()[None, :])
-        return Population.new("X", self.clip_to_budget(X))
+    def _initial_genomes(self):
+        return self.repair_X(self.original()[None, :])
 
     def _initialize_advance(self, infills=None, **kwargs):
         self.pop = infills
@@ -173,7 +162,7 @@ class SimulatedAnnealing(SeedAlgorithm):
         self.state_E = self.energy(self.state_F, self.state_drop, 0)
         self._note_energy(infills, self.energy(F, drop, 0))
 
-    def _infill(self):
+    def _next_genomes(self):
         stage, local = self._stage_and_local_progress()
         if stage != self.stage:
             self.stage = stage
@@ -184,12 +173,10 @@ class SimulatedAnnealing(SeedAlgorithm):
         else:
             active[:] = True
         self._schedule = (stage, local)
-        X = self._propose(self.state_X, active, self.rate(local))
-        X = self.clip_to_budget(self.repair_X(X))
-        if len(X) == 0:
-            self.termination.force_termination = True
-            return None
-        return Population.new("X", X)
+        rate = self.rate(local)
+        pop = self.proposal.do(self.problem, Population.new("X", self.state_X), random_state=self.random_state,
+                               rate=rate, sigma=rate, genes=active)
+        return np.asarray(pop.get("X"))
 
     def _advance(self, infills=None, **kwargs):
         if infills is None or len(infills) == 0:
@@ -238,12 +225,8 @@ def make_sa(problem, *, pop_size, initial_temperature=0.05, final_temperature=1e
         A :class:`SimulatedAnnealing`.
     """
     if max_loss is None:
-        drop = getattr(problem, "max_accuracy_drop", None)
-        max_loss = 2.0 if drop is None else drop
-    if scoring is None:
-        scoring = WeightedScore(w_acc=1.0, w_macs=0.0, w_sparsity=1.0)
-    elif not isinstance(scoring, Scoring):
-        scoring = make_scoring(scoring)
+        max_loss = accuracy_drop_of(problem)
+    scoring = WeightedScore(w_acc=1.0, w_macs=0.0, w_sparsity=1.0) if scoring is None else make_scoring(scoring)
     algorithm = SimulatedAnnealing(pop_size=pop_size, initial_temperature=initial_temperature,
                                    final_temperature=final_temperature, mutation_rate=mutation_rate,
                                    min_mutation_rate=min_mutation_rate, layerwise=layerwise, max_loss=max_loss,

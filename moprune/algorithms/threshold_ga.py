@@ -19,10 +19,11 @@ import numpy as np
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
-from moprune.algorithms.base import SeedAlgorithm, top
-from moprune.operators.binary import AdaptiveBitflipMutation, BinarySinglePointCrossover, NearOriginalSampling
+from moprune.algorithms.base import SeedAlgorithm, accuracy_drop_of, top
+from moprune.operators.binary import BinarySinglePointCrossover
+from moprune.operators.perturbation import PerturbationMutation
 from moprune.problem import bind_problem
-from moprune.scoring import Scoring, ThresholdScore, make_scoring
+from moprune.scoring import ThresholdScore, make_scoring
 from moprune.validation import check_int, check_pop_size, check_probability, conflict
 
 __all__ = ["ThresholdGA", "make_threshold_ga"]
@@ -44,10 +45,14 @@ class ThresholdGA(SeedAlgorithm):
         population_threshold: ``T``, how many individuals survive a generation (``None``:
             ``6 * pop_size``, document 003's ratio 300 / 50).
         initial_flip_prob: Per-gene probability that an initial individual differs from the
-            original (binary: the bit flips; real: the keep ratio drops by ``|N(0, 0.1)|`` of
-            its range).
+            original (binary: the unit is pruned; real: the keep ratio drops by ``|N(0, 0.1)|``
+            of its range).
         scoring: The fitness (Algorithm 1's :class:`~moprune.scoring.ThresholdScore` by default).
         **kwargs: pymoo ``Algorithm`` arguments.
+
+    Every move is a :class:`~moprune.operators.PerturbationMutation`: :attr:`mutation` mutates
+    the offspring, :attr:`initial_perturbation` builds the initial population from copies of
+    the original, :attr:`nudge` changes one gene of a duplicate.
 
     Offspring identical to an individual already in the population (the two parent copies,
     unless mutated) would add nothing but a duplicate; they get one random gene mutated, and
@@ -66,41 +71,25 @@ class ThresholdGA(SeedAlgorithm):
         self.initial_flip_prob = check_probability("initial_flip_prob", initial_flip_prob)
         if self.population_threshold is None:
             self.population_threshold = 6 * self.pop_size
-        # the two recombinations of a pair; the two parent copies are added in _infill
+        # the two recombinations of a pair; the two parent copies are added in _next_genomes
         self.crossover = BinarySinglePointCrossover(prob=1.0)
+        self.mutation = PerturbationMutation(rate=self.mutation_prob, sigma=0.1)
+        self.initial_perturbation = PerturbationMutation(rate=self.initial_flip_prob, sigma=0.1, prune_only=True)
+        self.nudge = PerturbationMutation(rate=0.0, sigma=0.1, at_least_one=True)
 
-    def _mutation_prob(self):
-        return self.mutation_prob if self.mutation_prob is not None else 1.0 / self.problem.n_var
+    def _perturb(self, mutation, X):
+        pop = mutation.do(self.problem, Population.new("X", X), random_state=self.random_state)
+        return np.asarray(pop.get("X"))
 
-    def _mutate(self, X, prob, rng):
-        if prob <= 0.0:
-            return X
-        if self.is_binary():
-            mutation = AdaptiveBitflipMutation(rate=prob, schedule="constant")
-            return np.asarray(mutation.do(self.problem, Population.new("X", X), random_state=rng).get("X"))
-        xl, xu = np.asarray(self.problem.xl, dtype=float), np.asarray(self.problem.xu, dtype=float)
-        move = rng.random(X.shape) < prob
-        noise = rng.normal(0.0, 0.1, size=X.shape) * (xu - xl)
-        return np.clip(np.where(move, X + noise, X), xl, xu)
-
-    def _initialize_infill(self):
-        rng = self.random_state
-        if self.is_binary():
-            sampling = NearOriginalSampling(keep_prob=1.0 - self.initial_flip_prob)
-            X = np.asarray(sampling.do(self.problem, self.pop_size, random_state=rng).get("X"))
-        else:
-            # real genes (keep ratios): lower each one w.p. initial_flip_prob by |N(0, 0.1)| of its range
-            xl, xu = np.asarray(self.problem.xl, dtype=float), np.asarray(self.problem.xu, dtype=float)
-            X = np.tile(self.original().astype(float), (self.pop_size, 1))
-            move = rng.random(X.shape) < self.initial_flip_prob
-            X = np.clip(np.where(move, X - np.abs(rng.normal(0.0, 0.1, size=X.shape)) * (xu - xl), X), xl, xu)
-        X = self.clip_to_budget(self._deduplicate(self.repair_X(X), rng, existing=()))
-        return Population.new("X", X)
+    def _initial_genomes(self):
+        original = self.original().astype(bool if self.is_binary() else float)
+        X = self._perturb(self.initial_perturbation, np.tile(original, (self.pop_size, 1)))
+        return self._deduplicate(X, existing=())
 
     def _initialize_advance(self, infills=None, **kwargs):
         self.pop = top(infills, self.population_threshold)
 
-    def _infill(self):
+    def _next_genomes(self):
         rng = self.random_state
         parents = top(self.pop, self.n_parents)
         order = rng.permutation(len(parents))
@@ -110,28 +99,15 @@ class ThresholdGA(SeedAlgorithm):
         recombined = self.crossover.do(self.problem, parents, parents=pairs, random_state=rng)
         copies = np.asarray(parents.get("X"))[pairs.ravel()]
         X = np.concatenate([np.asarray(recombined.get("X")), copies]).astype(copies.dtype)
-        X = self._mutate(X, self._mutation_prob(), rng)
-        X = self.repair_X(X)
-        X = self._deduplicate(X, rng, existing=self.pop.get("X"))
-        X = self.clip_to_budget(X)
-        if len(X) == 0:
-            self.termination.force_termination = True
-            return None
-        return Population.new("X", X)
+        X = self._perturb(self.mutation, X)
+        return self._deduplicate(X, existing=self.pop.get("X"))
 
-    def _deduplicate(self, X, rng, *, existing):
+    def _deduplicate(self, X, *, existing):
         seen = {np.asarray(x, dtype=X.dtype).tobytes() for x in existing}
-        xl, xu = np.asarray(self.problem.xl, dtype=float), np.asarray(self.problem.xu, dtype=float)
         out = []
         for x in X:
             if x.tobytes() in seen:
-                x = x.copy()
-                j = int(rng.integers(0, len(x)))
-                if self.is_binary():
-                    x[j] = not x[j]
-                else:
-                    x[j] = np.clip(x[j] + rng.normal(0.0, 0.1) * (xu[j] - xl[j]), xl[j], xu[j])
-                x = self.repair_X(x[None, :])[0]
+                x = self._perturb(self.nudge, x[None, :])[0].astype(X.dtype)
             if x.tobytes() not in seen:
                 seen.add(x.tobytes())
                 out.append(x)
@@ -172,11 +148,8 @@ def make_threshold_ga(problem, *, pop_size, n_parents=10, mutation_prob=None, po
     if scoring is not None and threshold is not None:
         raise conflict(("threshold", "scoring"), "at most one of them set", (threshold, scoring))
     if scoring is None:
-        if threshold is None:
-            threshold = getattr(problem, "max_accuracy_drop", None)
-            threshold = 2.0 if threshold is None else threshold
-        scoring = ThresholdScore(threshold=threshold)
-    elif not isinstance(scoring, Scoring):
+        scoring = ThresholdScore(threshold=accuracy_drop_of(problem) if threshold is None else threshold)
+    else:
         scoring = make_scoring(scoring)
     algorithm = ThresholdGA(pop_size=pop_size, n_parents=n_parents, mutation_prob=mutation_prob,
                             population_threshold=population_threshold, initial_flip_prob=initial_flip_prob,

@@ -9,18 +9,20 @@ by ``elite_scoring`` (feasible candidates first), read from the archive's measur
 
 At a round boundary, with ``retrain_steps > 0``:
 
-1. the elite is materialized and fine-tuned (:func:`moprune.train.finetune`, ``retrain_steps``
-   SGD steps on the evaluator's training subset, shuffled by a ``torch.Generator`` seeded from
-   the run's seed and the round index; unstructured spaces keep their pruned weights at zero);
+1. the elite is materialized and fine-tuned by the evaluator
+   (:meth:`moprune.Evaluator.finetune_plan`: ``retrain_steps`` SGD steps on its training
+   subset, seeded from the run's seed and the round index; unstructured spaces keep their
+   pruned weights at zero);
 2. its weights are written back into a copy of the current full-size base model
    (:meth:`moprune.space.ChannelSpace.rebase`, :meth:`moprune.space.WeightSpace.rebase`): kept
    channels / weights take the retrained values, pruned ones keep the previous values. The
    genome layout, importance ranking and costs do not change, so a genome keeps its meaning;
-3. the problem searches the rebased space from then on (``problem.space``, which the
-   scalarized view shares, and so ``SearchResult.space`` after the run), and the evaluator's
-   cache is cleared (a plan key no longer identifies the same weights);
-4. the next round starts from the elite and ``pop_size - 1`` perturbations of it; the elite is
-   evaluated again, on the new weights (one candidate of the budget).
+3. the problem searches the rebased space from then on (:meth:`moprune.PruningProblem.rebase`:
+   ``problem.space``, which the scalarized view shares, and so ``SearchResult.space`` after the
+   run), and the evaluator's cache is cleared (a plan key no longer identifies the same weights);
+4. the next round starts from the elite and ``pop_size - 1`` perturbations of it
+   (:class:`moprune.operators.PerturbationMutation`); the elite is evaluated again, on the new
+   weights (one candidate of the budget).
 
 Accuracies in the archive are thus measured on the weights of their round; the accuracy drop
 (constraint, scores) stays relative to ``problem.base_accuracy``, the accuracy of the
@@ -34,12 +36,10 @@ it is resumed on (:meth:`ChannelSpace.rebase` on the unpruned genome), since a r
 checkpoint refers to the problem rebuilt from the original model.
 """
 
-import contextlib
 import copy
 import math
 
 import numpy as np
-import torch
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.population import Population
 from pymoo.core.termination import Termination
@@ -48,9 +48,9 @@ from moprune.algorithms import ALGORITHMS
 from moprune.evaluation.evaluator import plan_seed
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
+from moprune.operators.perturbation import PerturbationMutation
 from moprune.problem import bind_problem
 from moprune.scoring import Scoring, make_scoring
-from moprune.train import finetune, zeros_kept
 from moprune.validation import (
     check_choice,
     check_dict,
@@ -113,6 +113,8 @@ class TwoStep(Algorithm):
         elites: The elite genome of every finished round.
         retrain_losses: Mean training loss of every elite retraining.
         inner_algorithm: The pymoo algorithm of the current round.
+        perturbation: The :class:`~moprune.operators.PerturbationMutation` that re-seeds a round
+            around the elite (set up with the problem).
     """
 
     def __init__(self, *, pop_size, inner="nsga2", inner_options=None, n_rounds=2, elite_scoring,
@@ -138,6 +140,7 @@ class TwoStep(Algorithm):
         self.retrain_seed = None
         self.inner_algorithm = None
         self.root = None
+        self.perturbation = None
 
     # ---- inner algorithm
 
@@ -146,14 +149,16 @@ class TwoStep(Algorithm):
         if sampling is not None:
             options["sampling"] = sampling
         inner = ALGORITHMS.get(self.inner)(self.root, pop_size=self.pop_size, **options)
-        inner.setup(self.problem, termination=_OuterProgress(self), seed=0, verbose=False)
-        # one generator and one evaluation counter for the whole run
-        inner.random_state = self.random_state
-        inner.evaluator = self.evaluator
+        # one evaluation counter for the whole run; each round's generator is seeded from the run's
+        inner.setup(self.problem, termination=_OuterProgress(self), evaluator=self.evaluator,
+                    seed=int(self.random_state.integers(0, 2 ** 63 - 1)), verbose=False)
         return inner
 
     def _setup(self, problem, **kwargs):
         self.root = getattr(problem, "parent", problem)
+        binary = self.root.space.vtype is bool
+        self.perturbation = PerturbationMutation(rate=self.reseed_rate if binary else 1.0, sigma=self.reseed_rate,
+                                                 at_least_one=True)
         if self.retrain_steps > 0:
             # drawn only when retraining, so that runs without it keep their random stream
             self.retrain_seed = int(self.random_state.integers(0, 2 ** 63 - 1))
@@ -167,14 +172,9 @@ class TwoStep(Algorithm):
 
     def elite_index(self, pop):
         """Index in ``pop`` of the best individual by ``elite_scoring`` (feasible ones first)."""
-        by_genome = {}
-        for e in self.root.archive:
-            by_genome[np.asarray(e.genome).tobytes()] = e
         scores = np.full(len(pop), -np.inf)
         feasible = np.zeros(len(pop), dtype=bool)
-        X = pop.get("X")
-        for i, x in enumerate(X):
-            e = by_genome.get(self.root._as_genomes(x)[0].tobytes())
+        for i, e in enumerate(self.root.latest_evaluations(pop.get("X"))):
             if e is None or not np.isfinite(e.accuracy):
                 continue
             scores[i] = self.elite_scoring(e.accuracy, e.macs_ratio, e.params_ratio, e.sparsity,
@@ -185,27 +185,17 @@ class TwoStep(Algorithm):
 
     def _measured(self, x):
         """Whether the latest archive entry of genome ``x`` has a finite accuracy."""
-        key = self.root._as_genomes(x)[0].tobytes()
-        for e in reversed(self.root.archive):
-            if np.asarray(e.genome).tobytes() == key:
-                return e.error is None and bool(np.isfinite(e.accuracy))
-        return False
+        e = self.root.latest_evaluations(x)[0]
+        return e is not None and e.error is None and bool(np.isfinite(e.accuracy))
 
     def reseed(self, elite):
-        """``pop_size - 1`` genomes near ``elite`` (repaired), each differing in at least one gene."""
-        rng = self.random_state
-        n, n_var = self.pop_size - 1, self.problem.n_var
-        x = np.asarray(elite.X)
-        binary = self.root.space.vtype is bool
-        if binary:
-            flip = rng.random((n, n_var)) < self.reseed_rate
-            flip[np.arange(n), rng.integers(0, n_var, size=n)] = True
-            X = np.where(flip, ~x.astype(bool), x.astype(bool))
-        else:
-            xl, xu = np.asarray(self.problem.xl, dtype=float), np.asarray(self.problem.xu, dtype=float)
-            X = np.clip(x + rng.normal(0.0, self.reseed_rate, size=(n, n_var)) * (xu - xl), xl, xu)
-        pop = Population.new("X", X)
-        pop = self.root.space.repair().do(self.problem, pop)
+        """``pop_size - 1`` genomes near ``elite`` (repaired) by :attr:`perturbation`.
+
+        Binary genomes flip each bit with probability ``reseed_rate`` (at least one bit each);
+        real genomes move every gene by ``N(0, reseed_rate)`` of its range.
+        """
+        X = np.tile(np.asarray(elite.X), (self.pop_size - 1, 1))
+        pop = self.perturbation.do(self.problem, Population.new("X", X), random_state=self.random_state)
         return np.asarray(pop.get("X"))
 
     # ---- retraining
@@ -222,24 +212,14 @@ class TwoStep(Algorithm):
         Raises:
             MopruneError: The loss is not finite.
         """
-        space, evaluator = self.root.space, self.root.evaluator
-        plan = space.decode(x)
-        model = space.materialize(plan)
-        seed = plan_seed(self.retrain_seed, f"two_step/round{self.round}")
-        threads = evaluator.threads() if hasattr(evaluator, "threads") else contextlib.nullcontext()
-        # an unstructured plan's pruned weights must stay zero while fine-tuning
-        keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
-        # dropout draws from torch's global generator: fork it, as the evaluator does
-        with threads, keep, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            loss = float(finetune(model, evaluator.train_subset, steps=self.retrain_steps, lr=self.retrain_lr,
-                                  batch_size=self.retrain_batch_size,
-                                  generator=torch.Generator().manual_seed(seed)))
+        plan = self.root.space.decode(x)
+        model, loss = self.root.evaluator.finetune_plan(
+            self.root.space, plan, seed=plan_seed(self.retrain_seed, f"two_step/round{self.round}"),
+            steps=self.retrain_steps, lr=self.retrain_lr, batch_size=self.retrain_batch_size, optimizer="sgd")
         if not math.isfinite(loss):
             raise MopruneError(f"two_step: retraining the elite of round {self.round} gave a loss of {loss}; "
                                "lower retrain_lr")
-        self.root.space = space.rebase(model, plan)
-        evaluator.cache.clear()
+        self.root.rebase(model, plan)
         self.retrain_losses.append(loss)
         logger.debug("round %d: elite retrained (loss %.4f)", self.round, loss)
         return loss
@@ -266,8 +246,9 @@ class TwoStep(Algorithm):
         space = self.root.space
         model = copy.deepcopy(space.model)
         model.load_state_dict(self._base_state)
-        # rebasing on the unpruned genome writes every tensor back
-        self.root.space = space.rebase(model, space.original())
+        # rebasing on the unpruned genome writes every tensor back; the restored cache was
+        # measured on these weights already
+        self.root.rebase(model, space.original(), drop_cache=False)
         self._restore_pending = False
         self._base_state = None
 

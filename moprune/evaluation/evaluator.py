@@ -273,19 +273,12 @@ class Evaluator:
         start = time.perf_counter()
         loss = float("nan")
         try:
-            model = space.materialize(plan)
             if self.finetune is not None:
-                seed = plan_seed(self.seed, plan.key)
-                g = torch.Generator().manual_seed(seed)
-                # dropout draws from torch's global generator: fork it, so that the result depends
-                # on the plan only (not on evaluation order) and the caller's state is restored
-                # an unstructured plan's pruned weights must stay zero while fine-tuning
-                keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
-                with keep, torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    loss = float(_finetune(model, self._train, generator=g, progress=False, **self.finetune))
+                model, loss = self.finetune_plan(space, plan, seed=plan_seed(self.seed, plan.key))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"fine-tuning loss is {loss}")
+            else:
+                model = space.materialize(plan)
             if self._wants_bn(model):
                 self._recalibrate_bn(model)
             accuracy = self.accuracy(model)
@@ -295,6 +288,45 @@ class Evaluator:
             logger.warning("candidate %s failed: %s", plan.key, error)
         return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
                           cached=False, error=error, loss=loss, summary=dict(plan.summary))
+
+    def finetune_plan(self, space, plan, *, seed, **options):
+        """Materialize ``plan`` and fine-tune it on the training subset; the fine-tuning in the loop.
+
+        The evaluator's own fine-tuning (``finetune=...``) runs through here, and so can a caller
+        that needs a plan fine-tuned the same way (e.g. ``two_step`` retraining its elite).
+
+        Args:
+            space: The :class:`moprune.space.Space` of the plan.
+            plan: A plan decoded by ``space`` (or a genome).
+            seed: Seeds the batch order (a ``torch.Generator``) and torch's global generator
+                (dropout), which is forked so the caller's state is restored: the same seed
+                gives the same model whatever was evaluated before.
+            **options: :func:`moprune.train.finetune` options (``steps``, ``lr``,
+                ``batch_size``, ``optimizer``); default: the evaluator's ``finetune`` settings.
+
+        Returns:
+            ``(model, loss)``: the fine-tuned model and its mean training loss (possibly not
+            finite; the caller decides). An unstructured plan's pruned weights stay zero.
+
+        Raises:
+            MopruneError: No training data (``train_data``) or data not attached.
+        """
+        self._require_data()
+        if self._train is None:
+            raise MopruneError("fine-tuning needs training data: Evaluator(train_data=...)")
+        options = {**(self.finetune or {}), **options}
+        if not hasattr(plan, "kind"):  # a genome
+            plan = space.decode(plan)
+        model = space.materialize(plan)
+        # an unstructured plan's pruned weights must stay zero while fine-tuning
+        keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
+        # dropout draws from torch's global generator: fork it, so that the result depends on the
+        # seed only (not on evaluation order) and the caller's state is restored
+        with self.threads(), keep, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            loss = float(_finetune(model, self._train, generator=torch.Generator().manual_seed(int(seed)),
+                                   progress=False, **options))
+        return model, loss
 
     @contextlib.contextmanager
     def threads(self):

@@ -15,6 +15,7 @@ from moprune.operators.binary import (
     BinaryUniformCrossover,
     NearOriginalSampling,
 )
+from moprune.operators.perturbation import PerturbationMutation
 
 __all__ = [
     "AdaptiveBitflipMutation",
@@ -22,6 +23,7 @@ __all__ = [
     "BinarySinglePointCrossover",
     "BinaryUniformCrossover",
     "NearOriginalSampling",
+    "PerturbationMutation",
     "default_operators",
     "SAMPLINGS",
     "CROSSOVERS",
