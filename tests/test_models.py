@@ -1,6 +1,7 @@
 import pytest
 import thop
 import torch
+from torch.utils.data import TensorDataset
 
 from moprune.data import Splits
 from moprune.exceptions import MopruneValueError
@@ -61,7 +62,7 @@ def test_pretrained_trains_once_then_loads_the_same_weights(tmp_path, monkeypatc
     data = _tiny_splits()
     first = pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
     path = weights_path("lenet5", {"epochs": 1, "lr": 0.05, "batch_size": 32, "weight_decay": 5e-4, "seed": 0},
-                        cache=str(tmp_path))
+                        cache=str(tmp_path), data=data)
     assert (tmp_path / "weights").is_dir() and torch.load(path, weights_only=True).keys()
     assert not first.training
 
@@ -81,6 +82,31 @@ def test_pretrained_is_reproducible_and_keyed_by_recipe(tmp_path):
     assert torch.equal(a.fc3.weight, b.fc3.weight)
     assert not torch.equal(a.fc3.weight, c.fc3.weight)
     assert len(list((tmp_path / "a" / "weights").iterdir())) == 2
+
+
+def test_baseline_cache_is_keyed_by_the_training_data(tmp_path, monkeypatch):
+    import moprune.models.baselines as module
+
+    recipe = {**module.DEFAULT_RECIPE, "epochs": 1, "batch_size": 32}
+    data, other = _tiny_splits(seed=0), _tiny_splits(seed=1)  # same shapes, other images and labels
+    assert weights_path("lenet5", recipe, cache="c", data=data) == weights_path("lenet5", recipe, cache="c",
+                                                                                 data=_tiny_splits(seed=0))
+    assert weights_path("lenet5", recipe, cache="c", data=data) != weights_path("lenet5", recipe, cache="c",
+                                                                                 data=other)
+    # one changed label among the sampled items, or another size, is another data set
+    images, labels = data.train.tensors
+    relabelled = labels.clone()
+    relabelled[-1] = (relabelled[-1] + 1) % 10
+    assert module.data_fingerprint(TensorDataset(images, relabelled)) != module.data_fingerprint(data.train)
+    assert module.data_fingerprint(TensorDataset(images[:-1], labels[:-1])) != module.data_fingerprint(data.train)
+    # a baseline trained on one data set is not reused for another: the second call trains
+    trained = []
+    fit = module.fit
+    monkeypatch.setattr(module, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))
+    pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
+    pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
+    pretrained("lenet5", data=other, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
+    assert len(trained) == 2 and len(list((tmp_path / "weights").iterdir())) == 2
 
 
 def test_pretrained_rejects_unknown_recipe_keys(tmp_path):

@@ -1,4 +1,4 @@
-"""Baselines trained once and cached on disk, keyed by model name and training settings."""
+"""Baselines trained once and cached on disk, keyed by model name, training settings and training data."""
 
 import hashlib
 import json
@@ -18,9 +18,45 @@ _log = get_logger("models")
 DEFAULT_RECIPE = {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "seed": 0}
 
 
-def weights_path(name, recipe, *, cache=None):
-    """Where the weights of ``name`` trained with ``recipe`` are cached."""
-    key = json.dumps({"model": name, **recipe}, sort_keys=True)
+FINGERPRINT_SAMPLES = 256
+"""How many training items (evenly spaced) :func:`data_fingerprint` hashes."""
+
+
+def data_fingerprint(dataset):
+    """A short fingerprint of a ``TensorDataset(images, labels)``: its shapes and a hash of a fixed sample.
+
+    The sample is :data:`FINGERPRINT_SAMPLES` items evenly spaced over the dataset (first and
+    last included), so two data sets of the same shape that differ anywhere in those items (or
+    in their labels) get different fingerprints, at the cost of hashing a few hundred images.
+
+    Returns:
+        16 hex digits.
+    """
+    images, labels = dataset.tensors[:2]
+    n = len(images)
+    index = torch.linspace(0, max(n - 1, 0), steps=min(n, FINGERPRINT_SAMPLES)).round().long().unique()
+    digest = hashlib.sha256()
+    digest.update(repr((tuple(images.shape), str(images.dtype), tuple(labels.shape), str(labels.dtype))).encode())
+    digest.update(images[index].contiguous().numpy().tobytes())
+    digest.update(labels[index].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def weights_path(name, recipe, *, cache=None, data=None):
+    """Where the weights of ``name`` trained with ``recipe`` on ``data`` are cached.
+
+    Args:
+        name: A zoo model name.
+        recipe: The full training recipe (see :data:`DEFAULT_RECIPE`).
+        cache: Cache folder (default: ``$MOPRUNE_CACHE`` or ``~/.cache/moprune``).
+        data: The ``Splits`` trained on (default: :func:`moprune.data.load_mnist`, loaded to
+            fingerprint it); the key holds :func:`data_fingerprint` of its training split.
+    """
+    if data is None:
+        from moprune.data import load_mnist
+
+        data = load_mnist(cache=cache)
+    key = json.dumps({"model": name, **recipe, "train_data": data_fingerprint(data.train)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return os.path.join(cache or cache_dir(), "weights", f"{name}-{digest}.pt")
 
@@ -29,8 +65,9 @@ def pretrained(name, *, data=None, cache=None, progress=True, **recipe):
     """Return the zoo model ``name`` trained on the training split, in eval mode.
 
     The first call trains it (a few minutes on 2 CPU cores for ``mnist_cnn``) and saves the
-    weights atomically; later calls with the same name and recipe load them
-    (``torch.load(weights_only=True)``).
+    weights atomically; later calls with the same name, recipe and training data load them
+    (``torch.load(weights_only=True)``). The cache key holds a fingerprint of the training data
+    (:func:`data_fingerprint`), so a baseline trained on one data set is never reused for another.
 
     Args:
         name: A zoo model name (see :func:`moprune.models.model_names`).
@@ -44,15 +81,15 @@ def pretrained(name, *, data=None, cache=None, progress=True, **recipe):
     if unknown:
         raise TypeError(f"pretrained() got unknown recipe keys {sorted(unknown)}; allowed: {sorted(DEFAULT_RECIPE)}")
     recipe = {**DEFAULT_RECIPE, **recipe}
-    path = weights_path(name, recipe, cache=cache)
-    if os.path.isfile(path):
-        model = get_model(name)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
     if data is None:
         from moprune.data import load_mnist
 
         data = load_mnist(cache=cache)
+    path = weights_path(name, recipe, cache=cache, data=data)
+    if os.path.isfile(path):
+        model = get_model(name)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
     generator = torch.Generator().manual_seed(recipe["seed"])
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
         torch.manual_seed(recipe["seed"])
