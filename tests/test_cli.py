@@ -79,7 +79,7 @@ def weights(tmp_path_factory):
 
 def tiny(weights, out, *extra, generations=4, seed=1):
     return ["search", "--model", "lenet5", "--weights", weights, "--val-samples", "200", "--pop-size", "8",
-            "--generations", generations, "--seed", seed, "--out", out, "--quiet", *extra]
+            "--algorithm", "nsga2", "--generations", generations, "--seed", seed, "--out", out, "--quiet", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_search_writes_a_run_directory(run_a):
     assert len(df) == 32 and list(df.index) == list(range(32))
     assert df["generation"].tolist() == [g for g in range(4) for _ in range(8)]
     assert df["accuracy"].between(0, 1).all() and df["macs_ratio"].between(0, 1).all()
-    assert (out / "checkpoint.pkl").exists() and (out / "result.pkl").exists()
+    assert (out / "checkpoint.pkl").exists() and (out / "result.json").exists() and (out / "genomes.npz").exists()
 
 
 def test_report_prints_the_front_and_writes_files(run_a):
@@ -196,7 +196,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(weights, tmp_path):
     proc.stdout.close()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "result.pkl").exists()
+    assert not (killed / "result.json").exists()
     resumed = run_cli("search", "--resume", killed, "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     full = run_cli(*tiny(weights, ref, *args, generations=8))
@@ -204,9 +204,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(weights, tmp_path):
     a, b = archive_rows(killed), archive_rows(ref)
     assert len(a) == 64 and list(a.index) == list(range(64))
     pd.testing.assert_frame_equal(a, b)
-    import pickle
+    from moprune.runs import load_result
 
-    archives = [pickle.loads((d / "result.pkl").read_bytes())["archive"] for d in (killed, ref)]
+    archives = [load_result(d).archive for d in (killed, ref)]
     assert [(e.plan_key, e.genome.tobytes(), e.accuracy, e.generation, e.objectives, e.cached)
             for e in archives[0]] == [(e.plan_key, e.genome.tobytes(), e.accuracy, e.generation, e.objectives,
                                        e.cached) for e in archives[1]]
@@ -232,7 +232,7 @@ def test_an_unknown_option_exits_2_listing_the_options(tmp_path):
     proc = run_cli("search", "--pop-sise", "4", "--out", tmp_path / "x")
     assert proc.returncode == 2
     assert "--pop-sise" in proc.stderr and "--pop-size" in proc.stderr and "--generations" in proc.stderr
-    proc = run_cli("search", "--algo-option", "mutation_rat=0.1", "--out", tmp_path / "x")
+    proc = run_cli("search", "--algorithm", "nsga2", "--algo-option", "mutation_rat=0.1", "--out", tmp_path / "x")
     assert proc.returncode == 2 and "mutation_rat" in proc.stderr and "mutation_rate" in proc.stderr
 
 
@@ -263,7 +263,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(run_a, tmp_path
 
     out = tmp_path / "copy"
     shutil.copytree(run_a[0], out)
-    (out / "result.pkl").unlink()
+    (out / "result.json").unlink()
     data = (out / "checkpoint.pkl").read_bytes()
     (out / "checkpoint.pkl").write_bytes(data[: len(data) // 3])
     csv = (out / "evaluations.csv").read_bytes()
@@ -278,7 +278,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(run_a, tmp_path
 def test_config_file_settings_and_unknown_keys(weights, tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "lenet5"\nweights = "{weights}"\nval-samples = 200\npop_size = 8\n'
-                    'generations = 1\nseed = 7\n[algorithm_options]\ncrossover = "single_point"\n')
+                    'generations = 1\nseed = 7\nalgorithm = "nsga2"\n[algorithm_options]\ncrossover = "single_point"\n')
     proc = run_cli("search", "--config", good, "--seed", "8", "--out", tmp_path / "r", "--quiet")
     assert proc.returncode == 0, proc.stderr
     config = json.loads((tmp_path / "r" / "config.json").read_text())

@@ -41,7 +41,11 @@ def _add_search_options(p):
     p.add_argument("--config", default=None, help="TOML file of settings (keys as the options, with _)")
     p.add_argument("--out", default=None, help="run directory (e.g. runs/NAME)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
-    p.add_argument("--force", action="store_true", help="start over in an --out that holds another run")
+    p.add_argument("--restart-from-csv", dest="restart_from_csv", default=None, metavar="DIR",
+                   help="start the run in DIR over with its settings, reusing the accuracies in its "
+                        "evaluations.csv (kept as evaluations.previous.csv); for a checkpoint that cannot be used")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an --out that holds another run (deletes its files; refused while it runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--model", default=S,
                    help=f"zoo model or FILE.py:FACTORY (default {DEFAULTS['model']})")
@@ -111,6 +115,9 @@ def build_parser():
     p.add_argument("--train-samples", dest="train_samples", type=int, default=None,
                    help="retrain on a random subset of the training split (default all)")
     p.add_argument("--output", default=None, help="exported file (default RUN/retrained.pt)")
+    p.add_argument("--front", type=int, default=None, metavar="N",
+                   help="instead of one pick, retrain N front points spread along MACs; write "
+                        "RUN/retrained_front.csv and .png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_retrain)
 
@@ -142,21 +149,26 @@ def build_parser():
 
 
 def main(argv=None):
-    """Entry point of the ``moprune`` console script; returns the exit code."""
-    from moprune.exceptions import MopruneError
+    """Entry point of the ``moprune`` console script; returns the exit code.
 
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    if extras:  # let the subcommand's parser say it, listing its own options
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    Any :class:`moprune.MopruneError` is printed as ``moprune: error: ...`` with exit code 2;
+    Ctrl-C, at any moment (even while the libraries load), exits with 130 and says what was kept.
+    """
     try:
-        return args.func(args)
-    except MopruneError as exc:
-        print(f"moprune: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("moprune: interrupted", file=sys.stderr)
+        from moprune.exceptions import MopruneError
+
+        try:
+            parser = build_parser()
+            args, extras = parser.parse_known_args(argv)
+            if extras:  # let the subcommand's parser say it, listing its own options
+                sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+                sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+            return args.func(args)
+        except MopruneError as exc:
+            print(f"moprune: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt as exc:
+        print(f"moprune: interrupted{'; ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

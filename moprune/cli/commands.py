@@ -8,7 +8,7 @@ import os
 import time
 
 from moprune.cli import config as cfg
-from moprune.exceptions import MopruneError, MopruneValueError
+from moprune.exceptions import MopruneError, MopruneValueError, invalid_value
 
 # ----------------------------------------------------------------------------- helpers
 SEARCH_OPTIONS = tuple(cfg.DEFAULTS)
@@ -68,6 +68,40 @@ def _describe_row(row):
             f"sparsity {100 * row['sparsity']:.2f}%")
 
 
+def check_output_file(path, option):
+    """Refuse, before any work is done, an output path that cannot be written as a file.
+
+    Raises:
+        MopruneValueError: ``path`` is a folder, its folder is a file, or it cannot be written to.
+    """
+    if os.path.isdir(path):
+        raise invalid_value(option, "the path of a file to write (not a folder)", f"{path} (a folder)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # missing folders are created: check the first one that exists
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise invalid_value(option, "a file path whose folder can be created", f"{path} ({parent} is a file)")
+    if not os.access(parent, os.W_OK):
+        raise invalid_value(option, "a file path in a folder you can write to", f"{path} ({parent} is read-only)")
+
+
+def _check_image_format(path):
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(path)[1][1:].lower()
+    if ext not in formats:
+        raise invalid_value("--output", f"an image file ending in one of .{', .'.join(sorted(formats))}", path)
+
+
+def _savefig(fig, path):
+    """Save ``fig`` to ``path`` atomically (the format from its extension)."""
+    from moprune.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=os.path.splitext(path)[1][1:].lower())
+
+
 def cfg_read(path):
     from moprune.runs import read_config
 
@@ -113,44 +147,80 @@ def _given_settings(args):
     return given
 
 
+def _interrupted(out):
+    """What to tell after Ctrl-C in a search writing to ``out``."""
+    from moprune.runs import CHECKPOINT
+
+    if os.path.isfile(os.path.join(out, CHECKPOINT)):
+        return f"the run is kept up to its last generation; continue it with: moprune search --resume {out}"
+    return "no generation had finished, so nothing was kept; run the same command again to start over"
+
+
 def cmd_search(args):
-    from moprune.runs import prepare_run, read_config
+    from moprune.runs import config_differences, prepare_run, read_config
 
     given = _given_settings(args)
-    if args.resume is not None:
-        if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
-            raise MopruneValueError("--resume names the run directory; --out must be left out or be the same")
+    if args.resume is not None and args.restart_from_csv is not None:
+        raise MopruneValueError("--resume and --restart-from-csv cannot be used together")
+    existing = args.resume if args.resume is not None else args.restart_from_csv
+    if existing is not None:
+        flag = "--resume" if args.resume is not None else "--restart-from-csv"
+        if args.out is not None and os.path.abspath(args.out) != os.path.abspath(existing):
+            raise MopruneValueError(f"{flag} names the run directory; --out must be left out or be the same")
         if args.force:
-            raise MopruneValueError("--resume and --force cannot be used together")
-        stored = read_config(args.resume)
+            raise MopruneValueError(f"{flag} and --force cannot be used together")
+        stored = read_config(existing)
         if stored is None:
-            raise MopruneError(f"there is no run to resume in {args.resume!r} (no config.json)")
+            raise MopruneError(f"there is no run to {'resume' if flag == '--resume' else 'restart'} in "
+                               f"{existing!r} (no config.json)")
         file_settings = cfg.read_toml(args.config) if args.config else {}
         asked = cfg.resolve({**stored, **file_settings, **given})
         config = cfg.validate({**cfg.DEFAULTS, **stored})
-        from moprune.runs import config_differences
-
         diff = config_differences(config, asked)
         if diff:
-            raise MopruneError(f"{args.resume!r} holds a run with other settings ({diff}); --resume "
+            raise MopruneError(f"{existing!r} holds a run with other settings ({diff}); {flag} "
                                "continues it as it was configured: leave those options out")
-        out = args.resume
+        out = existing
     else:
         if args.out is None:
             raise MopruneValueError("--out DIR is required (the run directory), or --resume DIR")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise invalid_value("--out", "a folder for the run (new, empty or holding this run)",
+                                f"{args.out} (an existing file)")
         file_settings = cfg.read_toml(args.config) if args.config else {}
         config = cfg.resolve(given, file_settings=file_settings)
         out = args.out
-    mode = prepare_run(out, config, resume=args.resume is not None, force=args.force)
-    result = execute_search(out, config, resume=mode == "resume", quiet=args.quiet)
+    mode = prepare_run(out, config, resume=existing is not None, force=args.force)
+    restart = args.restart_from_csv is not None
+    try:
+        result = execute_search(out, config, resume=mode == "resume" and not restart, restart=restart,
+                                quiet=args.quiet)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(out)) from None
     _print_search_summary(out, result)
     return 0
 
 
-def execute_search(out, config, *, resume, quiet=False):
-    """Build the run's objects from ``config`` and run (or resume) it in ``out`` with a bar."""
+def execute_search(out, config, *, resume, restart=False, quiet=False):
+    """Build the run's objects from ``config`` and run (or resume) it in ``out`` with a bar.
+
+    The directory must have been prepared (:func:`moprune.runs.prepare_run`); whatever fails or
+    is interrupted here, before the run's first checkpoint, leaves nothing of a new run behind
+    (:func:`moprune.runs.abandon_run`).
+    """
+    from moprune.runs import abandon_run
+
+    try:
+        return _execute_search(out, config, resume=resume, restart=restart, quiet=quiet)
+    except BaseException:
+        abandon_run(out)
+        raise
+
+
+def _execute_search(out, config, *, resume, restart, quiet):
     from tqdm.auto import tqdm
 
+    from moprune.archive import SearchResult
     from moprune.results import hypervolume, to_frame
     from moprune.runs import run_search
 
@@ -162,16 +232,10 @@ def execute_search(out, config, *, resume, quiet=False):
     bar = tqdm(total=total, unit="gen", desc="search", disable=True if quiet else None, dynamic_ncols=True)
 
     def on_generation(root, info):
-        from moprune.archive import SearchResult
-
         archive = root.archive
         ok = [e for e in archive if e.error is None and math.isfinite(e.accuracy)]
-        hv = hypervolume(to_frame(SearchResult(archive=archive, objectives=tuple(root.objectives),
-                                               algorithm=config["algorithm"], seed=config["seed"],
-                                               base_accuracy=root.base_accuracy, base_macs=root.base_macs,
-                                               base_params=root.base_params,
-                                               max_accuracy_drop=root.max_accuracy_drop)),
-                         objectives=tuple(root.objectives))
+        so_far = SearchResult.from_problem(root, algorithm=config["algorithm"], seed=config["seed"])
+        hv = hypervolume(to_frame(so_far), objectives=tuple(root.objectives))
         bar.n = info["generation"] + 1
         bar.set_postfix({
             "evals": len(archive),
@@ -184,8 +248,8 @@ def execute_search(out, config, *, resume, quiet=False):
 
     try:
         result = run_search(out, problem, config["algorithm"], pop_size=config["pop_size"], seed=config["seed"],
-                            resume=resume, on_generation=on_generation, options=config["algorithm_options"],
-                            **budget)
+                            resume=resume, restart=restart, on_generation=on_generation,
+                            options=config["algorithm_options"], **budget)
     finally:
         bar.close()
     return result
@@ -215,6 +279,7 @@ def _mpl():
 def write_report(path, result):
     """Write ``pareto.csv``, ``pareto.png`` and ``convergence.png`` into run directory ``path``;
     returns the front."""
+    from moprune.io import atomic_path
     from moprune.plotting import plot_convergence, plot_pareto
     from moprune.results import compare, pareto_front, pick
     from moprune.runs import encode_genome
@@ -223,18 +288,19 @@ def write_report(path, result):
     front = pareto_front(result)
     table = front.copy()
     table["genome"] = [encode_genome(g) for g in table["genome"]]
-    table.to_csv(os.path.join(path, "pareto.csv"))
+    with atomic_path(os.path.join(path, "pareto.csv")) as tmp:
+        table.to_csv(tmp)
     knee = pick(front, "knee") if len(front) else None
     fig, ax = plt.subplots(figsize=(6, 4.5))
     plot_pareto(result, pick=knee, ax=ax)
     ax.set_title(f"{result.algorithm}: {len(result.archive)} candidates, {len(front)} on the front")
     fig.tight_layout()
-    fig.savefig(os.path.join(path, "pareto.png"), dpi=120)
+    _savefig(fig, os.path.join(path, "pareto.png"))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_convergence(compare({result.algorithm: result}), ax=ax)
     fig.tight_layout()
-    fig.savefig(os.path.join(path, "convergence.png"), dpi=120)
+    _savefig(fig, os.path.join(path, "convergence.png"))
     plt.close(fig)
     return front
 
@@ -279,21 +345,22 @@ def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, o
     from moprune.retraining import retrain
     from moprune.runs import load_result
 
+    output = output or os.path.join(path, "retrained.pt")
+    check_output_file(output, "--output")
+    if train_samples is not None and train_samples < 1:
+        raise invalid_value("--train-samples", "an int >= 1", train_samples)
     result = load_result(path)
     method, row = _pick(result, args)
     print(f"picked by {method}: {_describe_row(row)}")
     config, data, model, space = _rebuild(path, progress=not quiet)
     train = data.train
     if train_samples is not None:
-        if train_samples < 1:
-            raise MopruneValueError(f"--train-samples must be an int >= 1; got {train_samples}")
         train = subset(train, min(train_samples, len(train)), generator=torch.Generator().manual_seed(seed))
     out = retrain((space, row), data=Splits(train, data.val, data.test), base_model=model, epochs=epochs, lr=lr,
                   seed=seed, progress=not quiet)
     print(f"retrained {epochs} epoch(s) on {len(train):,} images: test accuracy {100 * out.test_accuracy:.2f}% "
           f"(base model {100 * out.base_test_accuracy:.2f}%), validation {100 * out.val_accuracy:.2f}%")
     print(_macs_line("", out.macs_ratio, out.params_ratio))
-    output = output or os.path.join(path, "retrained.pt")
     export(out.model, output, meta={"run": os.path.abspath(path), "eval": int(row.name), "method": method,
                                     "test_accuracy": float(out.test_accuracy),
                                     "macs_ratio": float(out.macs_ratio), "params_ratio": float(out.params_ratio),
@@ -302,7 +369,67 @@ def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, o
     return out
 
 
+RETRAINED_FRONT = "retrained_front"
+"""Stem of the files ``retrain --front`` writes in the run directory (``.csv``, ``.png``)."""
+
+
+def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, lr=0.05, seed=0,
+                         train_samples=None, quiet=False):
+    """Retrain ``n_points`` of run ``path``'s front; write ``retrained_front.csv``/``.png`` and ``front/*.pt``.
+
+    Returns:
+        The frame of :func:`moprune.retrain_front` (retrained validation accuracy in ``accuracy``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from moprune.data import Splits, subset
+    from moprune.io import atomic_path
+    from moprune.plotting import plot_retrained_front
+    from moprune.retraining import retrain_front
+    from moprune.runs import load_result
+    from moprune.validation import check_int
+
+    n_points = check_int("--front", n_points, low=1)
+    if train_samples is not None and train_samples < 1:
+        raise invalid_value("--train-samples", "an int >= 1", train_samples)
+    config, data, model, space = _rebuild(path, progress=not quiet)
+    result = load_result(path, space=space)
+    if train_samples is not None:
+        data = Splits(subset(data.train, min(train_samples, len(data.train)),
+                             generator=torch.Generator().manual_seed(seed)), data.val, data.test)
+    frame = retrain_front(result, data=data, base_model=model, n_points=n_points, epochs=epochs, lr=lr, seed=seed,
+                          max_drop=max_drop, max_macs=max_macs, out_dir=os.path.join(path, "front"),
+                          progress=not quiet)
+    with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
+        frame.drop(columns=["genome"]).to_csv(tmp)
+    ax = plot_retrained_front(frame, search=result, log_macs=True)
+    with atomic_path(os.path.join(path, RETRAINED_FRONT + ".png")) as tmp:
+        ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(ax.figure)
+    base_val, base_test = frame.attrs["base_val_accuracy"], frame.attrs["base_test_accuracy"]
+    print(f"retrained {len(frame)} front point(s), {epochs} epoch(s) each on {len(data.train):,} images "
+          f"(base model: validation {100 * base_val:.2f}%, test {100 * base_test:.2f}%):")
+    table = pd.DataFrame({
+        "eval": frame.index,
+        "MACs %": (100 * frame["macs_ratio"]).round(2).to_numpy(),
+        "search val %": (100 * frame["search_accuracy"]).round(2).to_numpy(),
+        "retrained val %": (100 * frame["accuracy"]).round(2).to_numpy(),
+        "test %": (100 * frame["test_accuracy"]).round(2).to_numpy(),
+    })
+    _print_table(table)
+    print(f"wrote {path}/{RETRAINED_FRONT}.csv, {path}/{RETRAINED_FRONT}.png and the models in {path}/front/")
+    return frame
+
+
 def cmd_retrain(args):
+    if getattr(args, "front", None) is not None:
+        retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                             train_samples=args.train_samples, quiet=args.quiet)
+        return 0
     retrain_picked(args.run, args, epochs=args.epochs, train_samples=args.train_samples, lr=args.lr,
                    seed=args.seed, output=args.output, quiet=args.quiet)
     return 0
@@ -314,12 +441,15 @@ def cmd_export(args):
     from moprune.exporting import export, export_onnx
     from moprune.runs import load_result
 
+    output = args.output or os.path.join(args.run, "pruned.pt")
+    check_output_file(output, "--output")
+    if args.onnx:
+        check_output_file(os.path.splitext(output)[0] + ".onnx", "--output (its .onnx)")
     result = load_result(args.run)
     method, row = _pick(result, args)
     print(f"picked by {method}: {_describe_row(row)}")
     config, data, model, space = _rebuild(args.run, progress=not args.quiet)
     pruned = space.materialize(row["genome"])
-    output = args.output or os.path.join(args.run, "pruned.pt")
     export(pruned, output, meta={"run": os.path.abspath(args.run), "eval": int(row.name), "method": method,
                                  "val_accuracy": float(row["accuracy"]), "macs_ratio": float(row["macs_ratio"]),
                                  "params_ratio": float(row["params_ratio"])})
@@ -339,6 +469,15 @@ def cmd_compare(args):
     from moprune.results import compare, hypervolume
     from moprune.runs import load_result
 
+    check_output_file(args.output, "--output")
+    _check_image_format(args.output)
+    seen = {}
+    for path in args.runs:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise MopruneValueError(f"the run {path!r} is given twice (also as {seen[key]!r}); compare counts "
+                                    "each run once: give each run directory once")
+        seen[key] = path
     groups, finals = {}, []
     for path in args.runs:
         result = load_result(path)
@@ -359,8 +498,7 @@ def cmd_compare(args):
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_convergence(curves, ax=ax)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    fig.savefig(args.output, dpi=120)
+    _savefig(fig, args.output)
     plt.close(fig)
     print(f"wrote the convergence plot to {args.output}")
     return 0

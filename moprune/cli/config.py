@@ -69,6 +69,9 @@ def read_toml(path):
         raise MopruneError(f"cannot read the config file {path!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise MopruneError(f"the config file {path!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MopruneError(f"the config file {path!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                           f"offset {exc.start}); TOML files must be UTF-8") from None
     out = {}
     for key, value in data.items():
         name = key.replace("-", "_")
@@ -233,35 +236,70 @@ def _load_factory(spec):
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise MopruneValueError(f"model file {file!r} has no callable {factory!r}")
+    try:
+        required = [name for name, p in inspect.signature(fn).parameters.items()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):  # no signature to read (a builtin): calling it will tell
+        required = []
+    if required:
+        raise MopruneValueError(f"the model factory {factory!r} in {file!r} must be callable without arguments "
+                                f"(it builds the unpruned model); it needs {required}")
     return fn
+
+
+def _call_factory(spec):
+    """The model the user's ``FILE.py:FACTORY`` builds."""
+    from torch import nn
+
+    fn = _load_factory(spec)
+    try:
+        model = fn()
+    except Exception as exc:
+        raise MopruneError(f"the model factory {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise MopruneValueError(f"the factory {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _load_weights(path, model, spec):
+    """Load the state_dict file ``path`` into ``model`` (``torch.load(weights_only=True)``)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, ImportError, IndexError, TypeError, UnicodeDecodeError, OSError) as exc:
+        raise MopruneError(f"--weights {path!r} is not a PyTorch state_dict file (one written by "
+                           f"torch.save(model.state_dict(), path)): {type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise MopruneError(f"--weights {path!r} holds a {type(state).__name__}, not a state_dict (a dict of "
+                           "parameter names to tensors, as torch.save(model.state_dict(), path) writes)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MopruneError(f"the weights {path!r} do not fit the model {spec}: {exc}") from None
 
 
 def load_model(config, data, *, progress=False):
     """The base model of a run, in eval mode: a zoo baseline (cached), or a user factory, with the
     ``weights`` file loaded when given."""
-    import torch
-    from torch import nn
-
     from moprune.models import get_model, pretrained
     from moprune.models.baselines import DEFAULT_RECIPE
 
     spec = config["model"]
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
-        model = _load_factory(spec)()
-        if not isinstance(model, nn.Module):
-            raise MopruneValueError(f"the factory {spec!r} returned a {type(model).__name__}, not an nn.Module")
+        model = _call_factory(spec)
     elif config["weights"] is None:
         epochs = config["baseline_epochs"] or DEFAULT_RECIPE["epochs"]
         return pretrained(spec, data=data, progress=progress, epochs=epochs)
     else:
         model = get_model(spec)
     if config["weights"] is not None:
-        try:
-            state = torch.load(config["weights"], map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise MopruneError(f"cannot load the weights {config['weights']!r} into {spec}: "
-                               f"{type(exc).__name__}: {exc}") from None
+        _load_weights(config["weights"], model, spec)
     return model.eval()
 
 

@@ -76,6 +76,9 @@ def default_operators(space, *, sampling="random", keep_prob=None, crossover=Non
     if crossover is None:
         crossover = "uniform" if binary else "sbx"
     if isinstance(crossover, str):
+        from moprune.validation import check_probability
+
+        crossover_prob = check_probability("crossover_prob", crossover_prob)
         if crossover not in CROSSOVERS or (binary and crossover == "sbx"):
             allowed = [c for c in CROSSOVERS if not (binary and c == "sbx")]
             raise invalid_value("crossover", f"one of {allowed} or a pymoo Crossover", crossover)

@@ -33,8 +33,14 @@ Example:
 from moprune.runs.checkpoint import CHECKPOINT, KEY_FILE, CheckpointError, checkpoint_key, key_path, load_checkpoint
 from moprune.runs.config import CONFIG, config_differences, read_config, write_config
 from moprune.runs.directory import PREVIOUS_EVALUATIONS, REPORT_FILES, RUN_FILES, abandon_run, prepare_run
-from moprune.runs.evaluations import (EVALUATIONS, archive_from_frame, decode_genome, encode_genome,
-                                      read_evaluations, records_from_frame)
+from moprune.runs.evaluations import (
+                                      EVALUATIONS,
+                                      archive_from_frame,
+                                      decode_genome,
+                                      encode_genome,
+                                      read_evaluations,
+                                      records_from_frame,
+)
 from moprune.runs.locking import LOCK, RunLockedError, lock_holder
 from moprune.runs.loop import run_search
 from moprune.runs.stored import GENOMES, PROGRESS, RESULT, is_finished, load_result

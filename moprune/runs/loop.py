@@ -9,14 +9,21 @@ import pandas as pd
 from moprune.archive import SearchResult
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
-from moprune.runs.checkpoint import (CHECKPOINT, CheckpointError, _Unpickler, live_objects, load_checkpoint,
-                                     restart_hint, save_checkpoint, set_rng_states)
+from moprune.runs.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    _Unpickler,
+    live_objects,
+    load_checkpoint,
+    restart_hint,
+    save_checkpoint,
+    set_rng_states,
+)
 from moprune.runs.config import CONFIG, PathLike, read_config
 from moprune.runs.directory import PREVIOUS_EVALUATIONS, abandon_run, remove_temporary
-from moprune.runs.evaluations import (EVALUATIONS, append_rows, frame_rows, read_evaluations,
-                                      records_from_frame)
+from moprune.runs.evaluations import EVALUATIONS, append_rows, frame_rows, read_evaluations, records_from_frame
 from moprune.runs.locking import RunLockedError, acquire, release
-from moprune.runs.stored import GENOMES, PROGRESS, RESULT, is_finished, load_result, write_progress, write_result
+from moprune.runs.stored import GENOMES, PROGRESS, is_finished, load_result, write_progress, write_result
 from moprune.searching import search
 
 __all__ = ["run_search"]
