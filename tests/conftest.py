@@ -1,11 +1,21 @@
 """Shared test helpers (kept small: each test file builds what it needs)."""
 
+import pytest
 import torch
 from torch import nn
 
 from moprune.models import get_model
 
 ZOO = ("mnist_cnn", "lenet5", "lenet5_caffe", "vgg_small", "resnet8")
+
+LARGE_ZOO = ("mnist_cnn", "vgg_small", "resnet8")
+"""Zoo models whose whole-network checks take seconds each: ``slow`` where a test runs over the zoo
+(``lenet5`` and ``lenet5_caffe`` cover the same code paths in the fast tests)."""
+
+
+def zoo_params(names=ZOO):
+    """``names`` as pytest parameters, the :data:`LARGE_ZOO` ones marked ``slow``."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in LARGE_ZOO else name for name in names]
 
 
 def randomized_zoo_model(name, seed=0):

@@ -1,8 +1,10 @@
-"""The ``moprune`` command line, driven through subprocesses.
+"""The ``moprune`` command line.
 
-Every search here is tiny: LeNet-5 with a weights file trained in-process on 3,000 images,
-200 validation images per candidate, populations of 8. ``OMP_NUM_THREADS=1`` keeps torch from
-fighting other processes for the 2 cores.
+Argument errors are checked in this process through ``moprune.cli.main([...])`` (no data is
+read, nothing trains). Searches run in subprocesses and are marked ``slow``: every one is tiny
+(LeNet-5 with a weights file trained in-process on 3,000 MNIST images, 200 validation images
+per candidate, populations of 8), and ``OMP_NUM_THREADS=1`` keeps torch from fighting other
+processes for the 2 cores.
 """
 
 import json
@@ -28,21 +30,42 @@ def run_cli(*args, env=None, cwd=None):
                           env={**os.environ, **ENV, **(env or {})}, timeout=600, cwd=cwd)
 
 
-def test_unknown_model_exits_2_listing_the_choices():
-    proc = run_cli("train", "alexnet")
-    assert proc.returncode == 2
-    assert "alexnet" in proc.stderr
+def cli(capsys, *args):
+    """Run ``moprune.cli.main`` in this process: ``(exit code, stdout, stderr)``."""
+    from moprune.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse exits after an argument error or --version
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_unknown_model_exits_2_listing_the_choices(capsys):
+    code, _, err = cli(capsys, "train", "alexnet")
+    assert code == 2
+    assert "alexnet" in err
     for name in model_names():
-        assert name in proc.stderr
+        assert name in err
 
 
-def test_version_is_the_package_version():
+def test_version_is_the_package_version(capsys):
+    from moprune import __version__
+
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"moprune {__version__}"
+
+
+@pytest.mark.slow
+def test_python_m_moprune_is_the_command_line():
     from moprune import __version__
 
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"moprune {__version__}"
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_train_prints_validation_and_test_accuracy(tmp_path):
     proc = run_cli("train", "lenet5", "--epochs", "1", "--quiet", env={"MOPRUNE_CACHE": str(tmp_path)})
@@ -90,6 +113,7 @@ def run_a(weights, tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_search_writes_a_run_directory(run_a):
     out, proc = run_a
     assert re.search(r"search finished: 32 candidates .* on the Pareto front, hypervolume 0\.\d+", proc.stdout)
@@ -103,6 +127,7 @@ def test_search_writes_a_run_directory(run_a):
     assert (out / "checkpoint.pkl").exists() and (out / "result.json").exists() and (out / "genomes.npz").exists()
 
 
+@pytest.mark.slow
 def test_report_prints_the_front_and_writes_files(run_a):
     out, _ = run_a
     proc = run_cli("report", out)
@@ -116,6 +141,7 @@ def test_report_prints_the_front_and_writes_files(run_a):
         assert (out / name).stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_pick_prints_the_chosen_row(run_a):
     out, _ = run_a
     front = pd.read_csv(out / "pareto.csv", index_col="eval") if (out / "pareto.csv").exists() else None
@@ -129,6 +155,7 @@ def test_pick_prints_the_chosen_row(run_a):
     del front
 
 
+@pytest.mark.slow
 def test_retrain_prints_accuracy_and_reduction_and_exports(run_a):
     out, _ = run_a
     proc = run_cli("retrain", out, "--pick", "knee", "--epochs", "1", "--train-samples", "2000", "--quiet")
@@ -143,6 +170,7 @@ def test_retrain_prints_accuracy_and_reduction_and_exports(run_a):
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_export_writes_the_picked_model_and_onnx(run_a, tmp_path):
     out, _ = run_a
     target = tmp_path / "m.pt"
@@ -157,6 +185,7 @@ def test_export_writes_the_picked_model_and_onnx(run_a, tmp_path):
     assert (tmp_path / "m.onnx").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_compare_prints_hypervolumes_and_plots(run_a, weights, tmp_path):
     out_a, _ = run_a
     out_b = tmp_path / "b"
@@ -179,6 +208,7 @@ def archive_rows(out):
     return df.drop(columns=["seconds"])
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(weights, tmp_path):
     args = ("--finetune-steps", "5", "--train-samples", "500")
     ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -219,23 +249,26 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(weights, tmp_path):
     ("--algorithm", "cmaes", ALGORITHMS.names()),
     ("--data", "imagenet", ["mnist", "mnist-idx:FOLDER", "cifar10:FOLDER"]),
 ])
-def test_unknown_names_exit_2_listing_the_choices(tmp_path, option, value, choices):
-    proc = run_cli("search", option, value, "--out", tmp_path / "x")
-    assert proc.returncode == 2
-    assert value in proc.stderr
+def test_unknown_names_exit_2_listing_the_choices(capsys, tmp_path, option, value, choices):
+    code, _, err = cli(capsys, "search", option, value, "--out", tmp_path / "x")
+    assert code == 2
+    assert value in err
     for choice in choices:
-        assert choice in proc.stderr
+        assert choice in err
     assert not (tmp_path / "x").exists()
 
 
-def test_an_unknown_option_exits_2_listing_the_options(tmp_path):
-    proc = run_cli("search", "--pop-sise", "4", "--out", tmp_path / "x")
-    assert proc.returncode == 2
-    assert "--pop-sise" in proc.stderr and "--pop-size" in proc.stderr and "--generations" in proc.stderr
-    proc = run_cli("search", "--algorithm", "nsga2", "--algo-option", "mutation_rat=0.1", "--out", tmp_path / "x")
-    assert proc.returncode == 2 and "mutation_rat" in proc.stderr and "mutation_rate" in proc.stderr
+def test_an_unknown_option_exits_2_listing_the_options(capsys, tmp_path):
+    code, _, err = cli(capsys, "search", "--pop-sise", "4", "--out", tmp_path / "x")
+    assert code == 2
+    assert "--pop-sise" in err and "--pop-size" in err and "--generations" in err
+    code, _, err = cli(capsys, "search", "--algorithm", "nsga2", "--algo-option", "mutation_rat=0.1",
+                       "--out", tmp_path / "x")
+    assert code == 2 and "mutation_rat" in err and "mutation_rate" in err
+    assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_an_out_folder_holding_another_run_is_refused(run_a, weights):
     out, _ = run_a
     before = (out / "evaluations.csv").read_bytes()
@@ -247,6 +280,7 @@ def test_an_out_folder_holding_another_run_is_refused(run_a, weights):
     assert (out / "evaluations.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_force_starts_over(run_a, weights, tmp_path):
     import shutil
 
@@ -258,6 +292,7 @@ def test_force_starts_over(run_a, weights, tmp_path):
     assert len(pd.read_csv(out / "evaluations.csv")) == 16
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(run_a, tmp_path):
     import shutil
 
@@ -275,7 +310,8 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(run_a, tmp_path
     assert len(pd.read_csv(out / "evaluations.csv")) == 32
 
 
-def test_config_file_settings_and_unknown_keys(weights, tmp_path):
+@pytest.mark.slow
+def test_config_file_settings(weights, tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "lenet5"\nweights = "{weights}"\nval-samples = 200\npop_size = 8\n'
                     'generations = 1\nseed = 7\nalgorithm = "nsga2"\n[algorithm_options]\ncrossover = "single_point"\n')
@@ -284,15 +320,18 @@ def test_config_file_settings_and_unknown_keys(weights, tmp_path):
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["seed"] == 8 and config["val_samples"] == 200  # the command line wins over the file
     assert config["algorithm_options"] == {"crossover": "single_point"}
+
+
+def test_unknown_config_keys_are_refused(capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "lenet5"\npopulation = 8\n')
-    proc = run_cli("search", "--config", bad, "--out", tmp_path / "s")
-    assert proc.returncode == 2 and "'population'" in proc.stderr and "pop_size" in proc.stderr
+    code, _, err = cli(capsys, "search", "--config", bad, "--out", tmp_path / "s")
+    assert code == 2 and "'population'" in err and "pop_size" in err
     assert not (tmp_path / "s").exists()
 
 
-def test_bad_values_name_the_setting(tmp_path):
-    proc = run_cli("search", "--pop-size", "1", "--out", tmp_path / "x")
-    assert proc.returncode == 2 and "pop_size" in proc.stderr and "got 1" in proc.stderr
-    proc = run_cli("report", tmp_path / "nothing")
-    assert proc.returncode == 2 and "not a moprune run directory" in proc.stderr
+def test_bad_values_name_the_setting(capsys, tmp_path):
+    code, _, err = cli(capsys, "search", "--pop-size", "1", "--out", tmp_path / "x")
+    assert code == 2 and "pop_size" in err and "got 1" in err
+    code, _, err = cli(capsys, "report", tmp_path / "nothing")
+    assert code == 2 and "not a moprune run directory" in err

@@ -156,6 +156,7 @@ def test_mnist_missing_package_gives_pip_command(tmp_path, monkeypatch):
         load_mnist(cache=str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_mnist_from_package_is_the_classic_split(tmp_path):
     splits = load_mnist(cache=str(tmp_path))

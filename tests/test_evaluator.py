@@ -62,7 +62,7 @@ def test_fixed_seeded_subset_and_accuracy():
     assert not torch.equal(ev.val_subset.tensors[0], other.val_subset.tensors[0])
     model = tiny_model()
     assert ev.evaluate_model(model) == pytest.approx(evaluate(model, ev.val_subset))
-    assert Evaluator(VAL, n_samples=None).val_subset.tensors[0] is not None
+    assert torch.equal(Evaluator(VAL, n_samples=None).val_subset.tensors[0], VAL.tensors[0])  # None: all of it
     assert len(Evaluator(VAL, n_samples=5000).val_subset) == 400
 
 

@@ -101,7 +101,7 @@ X = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
 # ------------------------------------------------------------------------------------ export
 
-@pytest.mark.parametrize("builder", [pruned_mnist_cnn, pruned_resnet8])
+@pytest.mark.parametrize("builder", [pruned_mnist_cnn, pytest.param(pruned_resnet8, marks=pytest.mark.slow)])
 def test_reloaded_export_gives_identical_outputs(tmp_path, builder):
     model = builder()
     path = tmp_path / "pruned.pt"
@@ -229,6 +229,7 @@ class FakeSpace:
         return pruned_mnist_cnn(seed=int(np.asarray(genome).sum()))
 
 
+@pytest.mark.slow
 def test_retrain_trains_reports_and_is_deterministic():
     data = tiny_splits()
     model = pruned_mnist_cnn()
@@ -250,6 +251,7 @@ def test_retrain_trains_reports_and_is_deterministic():
     assert not np.isnan(a.base_test_accuracy) and 0 <= a.base_test_accuracy <= 1
 
 
+@pytest.mark.slow
 def test_retrain_from_space_and_genome_with_distillation():
     data = tiny_splits(n_train=256, n_eval=64)
     space = FakeSpace()
@@ -268,6 +270,7 @@ def test_retrain_from_space_and_genome_with_distillation():
     assert not all(torch.equal(p, q) for p, q in zip(plain.model.parameters(), distilled.model.parameters()))
 
 
+@pytest.mark.slow
 def test_retrain_keeps_unstructured_zeros_and_counts_sparse_macs():
     data = tiny_splits(n_train=512)
     with torch.random.fork_rng():

@@ -56,12 +56,44 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
-def test_importing_moprune_configures_no_global_state():
-    import torch
+_IMPORT_PROBE = r"""
+import importlib, json, logging, pkgutil, random
+import numpy as np
+import torch
 
-    state = torch.random.get_rng_state()
-    import importlib
+before = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(), torch.get_num_threads(),
+          logging.getLogger().handlers[:], logging.getLogger().level)
+import moprune
 
-    importlib.reload(moprune)
-    assert torch.equal(state, torch.random.get_rng_state())
-    assert logging.getLogger("moprune").level in (logging.NOTSET, logging.WARNING)
+names = sorted(m.name for m in pkgutil.walk_packages(moprune.__path__, "moprune.") if not m.name.endswith("__main__"))
+for name in names:
+    importlib.import_module(name)
+logger = logging.getLogger("moprune")
+print(json.dumps({
+    "modules": names,
+    "torch_rng": bool(torch.equal(before[0], torch.random.get_rng_state())),
+    "numpy_rng": bool(np.array_equal(before[1], np.random.get_state()[1])),
+    "python_rng": before[2] == random.getstate(),
+    "threads": before[3] == torch.get_num_threads(),
+    "root_logger": before[4] == logging.getLogger().handlers and before[5] == logging.getLogger().level,
+    "moprune_level": logger.level,
+    "moprune_handlers": [type(h).__name__ for h in logger.handlers],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_importing_every_module_configures_no_global_state():
+    """A fresh interpreter imports the package and every submodule: no RNG, thread or logging change."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "moprune.algorithms.threshold_ga" in seen["modules"] and "moprune.cli.commands" in seen["modules"]
+    assert seen["torch_rng"] and seen["numpy_rng"] and seen["python_rng"]
+    assert seen["threads"] and seen["root_logger"]
+    assert seen["moprune_level"] in (logging.NOTSET, logging.WARNING)
+    assert set(seen["moprune_handlers"]) <= {"NullHandler"}

@@ -7,7 +7,7 @@ import torch
 import moprune
 from moprune.data import Splits, subset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ def _tiny_splits(n=64, seed=0):
     return Splits(ds, ds, ds)
 
 
+@pytest.mark.slow
 def test_pretrained_trains_once_then_loads_the_same_weights(tmp_path, monkeypatch):
     data = _tiny_splits()
     first = pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
@@ -74,6 +75,7 @@ def test_pretrained_trains_once_then_loads_the_same_weights(tmp_path, monkeypatc
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_pretrained_is_reproducible_and_keyed_by_recipe(tmp_path):
     data = _tiny_splits()
     a = pretrained("lenet5", data=data, cache=str(tmp_path / "a"), progress=False, epochs=1, batch_size=32)
@@ -84,7 +86,7 @@ def test_pretrained_is_reproducible_and_keyed_by_recipe(tmp_path):
     assert len(list((tmp_path / "a" / "weights").iterdir())) == 2
 
 
-def test_baseline_cache_is_keyed_by_the_training_data(tmp_path, monkeypatch):
+def test_baseline_cache_is_keyed_by_the_training_data():
     import moprune.models.baselines as module
 
     recipe = {**module.DEFAULT_RECIPE, "epochs": 1, "batch_size": 32}
@@ -99,7 +101,13 @@ def test_baseline_cache_is_keyed_by_the_training_data(tmp_path, monkeypatch):
     relabelled[-1] = (relabelled[-1] + 1) % 10
     assert module.data_fingerprint(TensorDataset(images, relabelled)) != module.data_fingerprint(data.train)
     assert module.data_fingerprint(TensorDataset(images[:-1], labels[:-1])) != module.data_fingerprint(data.train)
-    # a baseline trained on one data set is not reused for another: the second call trains
+
+
+@pytest.mark.slow
+def test_a_baseline_trained_on_other_data_is_not_reused(tmp_path, monkeypatch):
+    import moprune.models.baselines as module
+
+    data, other = _tiny_splits(seed=0), _tiny_splits(seed=1)
     trained = []
     fit = module.fit
     monkeypatch.setattr(module, "fit", lambda *a, **k: trained.append(1) or fit(*a, **k))

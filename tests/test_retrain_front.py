@@ -37,6 +37,7 @@ def searched():
     return data, model, result
 
 
+@pytest.mark.slow
 def test_retrain_front_reports_retrained_validation_and_test(searched, tmp_path):
     data, model, result = searched
     front = moprune.pareto_front(result)
@@ -59,6 +60,7 @@ def test_retrain_front_reports_retrained_validation_and_test(searched, tmp_path)
         assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
 
 
+@pytest.mark.slow
 def test_pick_on_a_retrained_front_uses_retrained_validation(searched):
     data, model, result = searched
     frame = retrain_front(result, data=data, base_model=model, n_points=4, epochs=1, batch_size=64)

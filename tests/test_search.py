@@ -223,6 +223,7 @@ def test_genomes_are_arrays_of_the_space():
     assert all(e.genome.shape == (H1 + H2,) and e.genome.dtype == bool for e in result.archive)
 
 
+@pytest.mark.slow
 def test_channel_space_end_to_end_on_mnist_cnn():
     """Integration with the real ChannelSpace: mnist_cnn with random weights, synthetic images."""
     import torch

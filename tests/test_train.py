@@ -33,6 +33,7 @@ def test_evaluate_counts_correct_predictions():
     assert evaluate(LabelEcho(), TensorDataset(x, torch.tensor([0, 1, 2, 2])), batch_size=3) == 0.75
 
 
+@pytest.mark.slow
 def test_fit_learns_separable_data():
     model = mlp()
     before = evaluate(model, blobs(seed=1))
@@ -42,6 +43,7 @@ def test_fit_learns_separable_data():
     assert loss < 0.2 and not model.training
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic_under_a_generator():
     a, b = mlp(), mlp()
     for model in (a, b):
@@ -59,6 +61,7 @@ def test_finetune_takes_exactly_the_requested_steps():
     assert len(steps) == 7  # 100 images / 32 = 4 steps per epoch, so this crosses an epoch
 
 
+@pytest.mark.slow
 def test_distillation_pulls_student_towards_teacher():
     teacher, student = mlp(seed=1), mlp(seed=2)
     x = blobs().tensors[0]

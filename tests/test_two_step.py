@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from conftest import randomized_zoo_model
+from conftest import randomized_zoo_model, zoo_params
 from conftest_search import tiny_problem
 from moprune.algorithms import ALGORITHMS
 from moprune.evaluation import Evaluator
@@ -44,7 +44,7 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "resnet8"])
+@pytest.mark.parametrize("name", zoo_params(["lenet5", "mnist_cnn", "resnet8"]))
 @pytest.mark.parametrize("encoding", ["binary", "ratio"])
 def test_channel_rebase_materializes_the_retrained_model_exactly(name, encoding):
     model = randomized_zoo_model(name)
@@ -90,7 +90,7 @@ def _population(space, rng, n=6):
     return Population.new("X", X < 0.5 if space.vtype is bool else X)
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "resnet8"])
+@pytest.mark.parametrize("name", zoo_params(["lenet5", "mnist_cnn", "resnet8"]))
 @pytest.mark.parametrize("encoding", ["ratio", "mask"])
 def test_weight_rebase_materializes_the_retrained_model_exactly(name, encoding):
     model = randomized_zoo_model(name)
@@ -117,7 +117,7 @@ def test_weight_rebase_materializes_the_retrained_model_exactly(name, encoding):
 
 
 def test_rebase_rejects_a_model_of_another_shape():
-    model = randomized_zoo_model("mnist_cnn")
+    model = randomized_zoo_model("lenet5")
     space = ChannelSpace(model, torch.zeros(1, *model.input_shape))
     x = np.ones(space.n_var, dtype=bool)
     x[: space.group_sizes[0] // 2] = False
@@ -173,6 +173,7 @@ def _same(a, b):
         for x, y in zip(a.archive, b.archive))
 
 
+@pytest.mark.slow
 def test_retraining_rebases_the_space_and_improves_the_elite():
     problem = _problem()
     original_space = problem.space
@@ -202,6 +203,7 @@ def test_retraining_rebases_the_space_and_improves_the_elite():
         assert torch.equal(restored.space.model.state_dict()[k], v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{"n_rounds": 3}, {"n_rounds": 2, "inner": "ga"}], ids=["nsga2", "ga"])
 def test_retraining_budget_is_exact_and_deterministic(options):
     runs = [_run(_problem(), n_evals=41, seed=s, **options) for s in (5, 5, 6)]
@@ -216,12 +218,14 @@ def test_retraining_budget_is_exact_and_deterministic(options):
         assert algo_a.problem.space is a.space
 
 
+@pytest.mark.slow
 def test_retraining_does_not_touch_global_torch_rng():
     state = torch.random.get_rng_state()
     _run(_problem(), n_evals=20)
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
+@pytest.mark.slow
 def test_retraining_a_weight_space_keeps_pruned_weights_zero():
     problem = _problem(kind="weights", encoding="ratio")
     result, algorithm = _run(problem, n_evals=30)
@@ -312,6 +316,7 @@ class _RefUnpickler(pickle.Unpickler):
         return self.problem
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_restores_the_retrained_weights():
     import io
 
