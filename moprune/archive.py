@@ -82,7 +82,7 @@ class SearchResult:
     space: object = field(default=None, repr=False)
 
     @property
-    def n_evals(self):
+    def n_evals(self) -> int:
         """Number of candidates in the archive, cached ones included."""
         return len(self.archive)
 

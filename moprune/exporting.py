@@ -15,15 +15,20 @@ passes), swaps every recorded module for one of the recorded shape, and loads th
 """
 
 import importlib.util
+import os
 import pickle
 import warnings
 import zipfile
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from moprune.exceptions import DataError, MopruneError, MopruneValueError, invalid_value
 from moprune.io import atomic_path
+
+PathLike = Union[str, os.PathLike]
+"""A file path: a string or a path object."""
 
 __all__ = ["FORMAT", "describe", "export", "export_onnx", "load", "load_meta"]
 
@@ -165,7 +170,7 @@ def _rebuild(payload, template):
     return model.eval()
 
 
-def export(model, path, *, meta=None):
+def export(model: nn.Module, path: PathLike, *, meta: Optional[Dict[str, Any]] = None) -> PathLike:
     """Write ``model`` (pruned or not) to ``path`` as one self-contained file, atomically.
 
     The file is checked before it is written: the architecture is rebuilt from it in memory and
@@ -233,7 +238,7 @@ def _read(path):
     return payload
 
 
-def load(path, *, model=None):
+def load(path: PathLike, *, model: Optional[nn.Module] = None) -> nn.Module:
     """Rebuild the model saved by :func:`export` (loaded with ``torch.load(weights_only=True)``).
 
     Args:
@@ -259,7 +264,8 @@ def load_meta(path):
     return _read(path)["meta"]
 
 
-def export_onnx(model, path, example_input, *, opset_version=None, dynamic_batch=True):
+def export_onnx(model: nn.Module, path: PathLike, example_input: torch.Tensor, *, opset_version: Optional[int] = None,
+                dynamic_batch: bool = True) -> PathLike:
     """Export ``model`` to one ONNX file (needs the ``onnx`` extra: ``pip install moprune[onnx]``).
 
     Args:

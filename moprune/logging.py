@@ -7,6 +7,7 @@ Example:
 
 import logging as _logging
 import sys
+from typing import Optional, Union
 
 from moprune.exceptions import invalid_value
 
@@ -19,13 +20,13 @@ _LEVELS = {
 }
 
 
-def get_logger(name=None):
+def get_logger(name: Optional[str] = None) -> _logging.Logger:
     """Return the library logger or one of its children (``moprune.<name>``)."""
     logger = _logging.getLogger(_LOGGER_NAME if name is None else f"{_LOGGER_NAME}.{name}")
     return logger
 
 
-def set_verbosity(level):
+def set_verbosity(level: Union[str, int]) -> None:
     """Set the verbosity of moprune's logger and attach a stderr handler once.
 
     Args:

@@ -10,13 +10,17 @@ Example:
     >>> result = moprune.search(problem, "nsga2", pop_size=20, n_gen=10, seed=0)
 """
 
+from typing import Any, Dict, List, Optional, Sequence, Union
+
 import numpy as np
 from pymoo.core.problem import Problem
+from torch import nn
 
 from moprune.archive import Evaluation
-from moprune.evaluation.evaluator import has_batchnorm
+from moprune.evaluation.evaluator import Evaluator, has_batchnorm
 from moprune.exceptions import invalid_value
-from moprune.scoring import make_scoring
+from moprune.scoring import Scoring, make_scoring
+from moprune.space.base import Plan, Space
 from moprune.space.channels import ChannelSpace
 from moprune.validation import check_real
 
@@ -87,7 +91,8 @@ class PruningProblem(Problem):
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
     """
 
-    def __init__(self, space, evaluator, *, objectives=("error", "macs"), max_accuracy_drop=None):
+    def __init__(self, space: Space, evaluator: Evaluator, *, objectives: Union[str, Sequence[str]] = ("error", "macs"),
+                 max_accuracy_drop: Optional[float] = None) -> None:
         self.objectives = _check_objectives(objectives)
         self.max_accuracy_drop = check_real("max_accuracy_drop", max_accuracy_drop, low=0, high=100,
                                             allow_none=True, unit="accuracy points")
@@ -112,39 +117,39 @@ class PruningProblem(Problem):
 
     # ------------------------------------------------------------ base model
     @property
-    def base_accuracy(self):
+    def base_accuracy(self) -> float:
         """Accuracy of the unpruned model on the evaluator's subset (measured once, lazily)."""
         if self._base_accuracy is None:
             self._base_accuracy = float(self.evaluator.evaluate_model(self.space.model))
         return self._base_accuracy
 
     @property
-    def base_macs(self):
+    def base_macs(self) -> float:
         """MACs of the unpruned model."""
         return self.space.base_macs
 
     @property
-    def base_params(self):
+    def base_params(self) -> float:
         """Parameters of the unpruned model."""
         return self.space.base_params
 
     @property
-    def constrained(self):
+    def constrained(self) -> bool:
         """Whether the accuracy constraint is set."""
         return self.max_accuracy_drop is not None
 
     @property
-    def result_objectives(self):
+    def result_objectives(self) -> Sequence[str]:
         """Names of the values stored in each archive entry's ``objectives``."""
         return self.objectives
 
-    def reset(self):
+    def reset(self) -> None:
         """Start a fresh archive (the evaluator's cache is kept)."""
         self.archive = []
         self.generation = 0
 
     # ------------------------------------------------------------ evaluation
-    def measure(self, X):
+    def measure(self, X: np.ndarray) -> Dict[str, Any]:
         """Evaluate genomes and return the raw measurements (no archive entry).
 
         Returns:
@@ -172,7 +177,7 @@ class PruningProblem(Problem):
         m["X"] = X
         return m
 
-    def objective_values(self, m):
+    def objective_values(self, m: Dict[str, Any]) -> np.ndarray:
         """The ``n x n_obj`` matrix of :attr:`objectives` from :meth:`measure`'s output."""
         columns = {
             "error": 1.0 - m["accuracy"],
@@ -182,13 +187,13 @@ class PruningProblem(Problem):
         }
         return np.column_stack([columns[o] for o in self.objectives]).astype(float)
 
-    def constraint_values(self, m):
+    def constraint_values(self, m: Dict[str, Any]) -> Optional[np.ndarray]:
         """The ``n x 1`` constraint matrix (``None`` when unconstrained)."""
         if self.max_accuracy_drop is None:
             return None
         return (m["drop"] - self.max_accuracy_drop).reshape(-1, 1)
 
-    def as_genomes(self, X):
+    def as_genomes(self, X: np.ndarray) -> np.ndarray:
         """Genomes as an ``n x n_var`` array of the space's type (bool or float); one genome gives ``n = 1``.
 
         Archive entries store genomes in this form, so ``as_genomes(x)[0].tobytes()`` identifies
@@ -201,7 +206,7 @@ class PruningProblem(Problem):
             return X.astype(bool)
         return X.astype(float)
 
-    def latest_evaluations(self, X):
+    def latest_evaluations(self, X: np.ndarray) -> List[Optional[Evaluation]]:
         """The latest archive entry of each genome of ``X`` (``None`` for one not evaluated in this run).
 
         Args:
@@ -213,7 +218,7 @@ class PruningProblem(Problem):
         latest = {np.asarray(e.genome).tobytes(): e for e in self.archive}
         return [latest.get(x.tobytes()) for x in self.as_genomes(X)]
 
-    def rebase(self, model, plan, *, drop_cache=True):
+    def rebase(self, model: nn.Module, plan: Union[Plan, np.ndarray], *, drop_cache: bool = True) -> Space:
         """Search a space rebased on the weights of ``model`` (a retrained ``plan``) from now on.
 
         ``problem.space`` becomes ``space.rebase(model, plan)`` (see
@@ -271,7 +276,7 @@ class PruningProblem(Problem):
         return F
 
     # --------------------------------------------------------------- views
-    def scalarized(self, scoring, **scoring_options):
+    def scalarized(self, scoring: Union[str, Scoring], **scoring_options: Any) -> "ScalarizedProblem":
         """A single-objective view minimising ``-score`` (used by ``"ga"`` and the seed loops).
 
         The view shares this problem's space, evaluator, archive, generation, base accuracy and

@@ -10,12 +10,14 @@ import copy
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from moprune.archive import SearchResult
 from moprune.data import Splits
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
@@ -127,9 +129,11 @@ def _candidate_model(candidate):
                         "from moprune.results.pick)", type(candidate).__name__)
 
 
-def retrain(candidate, *, data, base_model=None, distill_weight=0.0, temperature=4.0, epochs=10,
-            lr=0.05, batch_size=128, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-            schedule="cosine", seed=0, keep_zeros=True, eval_batch_size=250, progress=False, _base=None):
+def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_model: Optional[nn.Module] = None,
+            distill_weight: float = 0.0, temperature: float = 4.0, epochs: int = 10, lr: float = 0.05,
+            batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
+            schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True, eval_batch_size: int = 250,
+            progress: bool = False, _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
     Training continues from the candidate's inherited weights. The test split is read only here.
@@ -232,8 +236,10 @@ def front_points(front, n_points):
     return front.iloc[sorted(set(chosen))].sort_values("macs_ratio")
 
 
-def retrain_front(result, *, data, base_model, n_points=8, epochs=1, distill_weight=0.5, max_drop=None,
-                  max_macs=None, out_dir=None, seed=0, progress=False, **fit_options):
+def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn.Module], n_points: int = 8,
+                  epochs: int = 1, distill_weight: float = 0.5, max_drop: Optional[float] = None, max_macs: Optional[float] = None,
+                  out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0, progress: bool = False,
+                  **fit_options: Any) -> pd.DataFrame:
     """Retrain points of a search's Pareto front and return the front users get after retraining.
 
     The front is measured during search on a validation subset, before any retraining; what a

@@ -2,9 +2,11 @@
 
 import contextlib
 import math
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from moprune.validation import check_choice, check_int, check_real
@@ -12,7 +14,8 @@ from moprune.validation import check_choice, check_int, check_real
 _OPTIMIZERS = ("sgd", "adam")
 
 
-def batches(dataset, batch_size, *, shuffle=False, generator=None):
+def batches(dataset: TensorDataset, batch_size: int, *, shuffle: bool = False,
+            generator: Optional[torch.Generator] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(inputs, labels)`` mini-batches of a ``TensorDataset`` without a DataLoader.
 
     Indexing the tensors directly is several times cheaper than a DataLoader on CPU.
@@ -29,7 +32,7 @@ def batches(dataset, batch_size, *, shuffle=False, generator=None):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, *, batch_size=250):
+def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250) -> float:
     """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1].
 
     The model is put in eval mode and left there.
@@ -49,9 +52,11 @@ def _make_optimizer(model, optimizer, lr, momentum, weight_decay):
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def fit(model, dataset, *, epochs=1, max_steps=None, lr=0.05, batch_size=128, optimizer="sgd",
-        momentum=0.9, weight_decay=5e-4, schedule="cosine", teacher=None, distill_weight=0.0,
-        temperature=4.0, generator=None, progress=True, desc="train"):
+def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps: Optional[int] = None,
+        lr: float = 0.05, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
+        weight_decay: float = 5e-4, schedule: str = "cosine", teacher: Optional[nn.Module] = None,
+        distill_weight: float = 0.0, temperature: float = 4.0, generator: Optional[torch.Generator] = None,
+        progress: bool = True, desc: str = "train") -> float:
     """Train ``model`` in place with cross-entropy (optionally distilled from ``teacher``).
 
     Args:
@@ -127,8 +132,8 @@ def fit(model, dataset, *, epochs=1, max_steps=None, lr=0.05, batch_size=128, op
     return last_loss
 
 
-def finetune(model, dataset, *, steps=100, lr=0.01, batch_size=128, optimizer="sgd", generator=None,
-             progress=False):
+def finetune(model: nn.Module, dataset: TensorDataset, *, steps: int = 100, lr: float = 0.01, batch_size: int = 128,
+             optimizer: str = "sgd", generator: Optional[torch.Generator] = None, progress: bool = False) -> float:
     """A short constant-rate fine-tuning (document 000's fitness step): ``steps`` SGD steps.
 
     Returns:

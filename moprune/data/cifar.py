@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+from typing import Union
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _read_batch(path):
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(folder, *, val_size=5_000):
+def load_cifar10(folder: Union[str, "os.PathLike[str]"], *, val_size: int = 5_000) -> Splits:
     """Load CIFAR-10 from ``cifar-10-batches-py`` (``data_batch_1..5`` and ``test_batch``).
 
     The last ``val_size`` training images become the validation split (45,000 / 5,000 / 10,000).

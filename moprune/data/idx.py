@@ -2,6 +2,7 @@
 
 import gzip
 import os
+from typing import Union
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def _find(folder, stem):
     raise DataError(f"{os.path.join(folder, stem)} not found (also looked for .gz)")
 
 
-def load_mnist_idx(folder, *, val_size=10_000):
+def load_mnist_idx(folder: Union[str, "os.PathLike[str]"], *, val_size: int = 10_000) -> Splits:
     """Load MNIST from a folder of IDX files.
 
     The folder holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,

@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import os
 import pickle
+from typing import Optional
 
 import numpy as np
 
@@ -61,7 +62,8 @@ def _convert(pickle_path, npz_path, expected_sha256):
     _log.info("converted %s to %s", pickle_path, npz_path)
 
 
-def load_mnist(*, cache=None, source=None, expected_sha256=MNIST_SHA256):
+def load_mnist(*, cache: Optional[str] = None, source: Optional[str] = None,
+               expected_sha256: str = MNIST_SHA256) -> Splits:
     """Load MNIST as ``Splits(train, val, test)`` of 50,000 / 10,000 / 10,000 images.
 
     Images are float32 ``N x 1 x 28 x 28`` in [0, 1], labels int64. The first call verifies the

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import math
 import time
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from moprune.logging import get_logger
 from moprune.train import batches, zeros_kept
 from moprune.train import finetune as _finetune
 from moprune.validation import check_bool, check_choice, check_int, check_seed, conflict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moprune.space.base import Plan, Space
 
 logger = get_logger("evaluation")
 
@@ -102,9 +106,11 @@ class Evaluator:
         MopruneValueError: An argument is invalid (the message names it).
     """
 
-    def __init__(self, val_data, *, n_samples=2000, batch_size=250, finetune=None, train_data=None,
-                 n_train_samples=None, bn_recalibration="auto", bn_batches=10, bn_batch_size=None,
-                 seed=0, cache=True, cache_size=None, num_threads=None):
+    def __init__(self, val_data: TensorDataset, *, n_samples: Optional[int] = 2000, batch_size: int = 250,
+                 finetune: Union[None, int, Dict[str, Any]] = None, train_data: Optional[TensorDataset] = None,
+                 n_train_samples: Optional[int] = None, bn_recalibration: Union[str, bool] = "auto",
+                 bn_batches: int = 10, bn_batch_size: Optional[int] = None, seed: int = 0, cache: bool = True,
+                 cache_size: Optional[int] = None, num_threads: Optional[int] = None) -> None:
         _check_dataset("val_data", val_data)
         _check_dataset("train_data", train_data, allow_none=True)
         self.n_samples = check_int("n_samples", n_samples, low=1, allow_none=True)
@@ -147,7 +153,7 @@ class Evaluator:
         raise invalid_value("finetune", "None, a number of steps (int) or a dict of finetune options",
                             finetune)
 
-    def attach_data(self, val_data, train_data=None):
+    def attach_data(self, val_data: TensorDataset, train_data: Optional[TensorDataset] = None) -> None:
         """(Re)attach the datasets, e.g. after unpickling; the subsets are rebuilt from the seed.
 
         Raises:
@@ -165,13 +171,13 @@ class Evaluator:
         self._val, self._train = val, train
 
     @property
-    def val_subset(self):
+    def val_subset(self) -> TensorDataset:
         """The fixed validation subset every candidate is measured on."""
         self._require_data()
         return self._val
 
     @property
-    def train_subset(self):
+    def train_subset(self) -> Optional[TensorDataset]:
         """The training subset used for fine-tuning and BN re-estimation (or ``None``)."""
         self._require_data()
         return self._train
@@ -193,11 +199,11 @@ class Evaluator:
         return new
 
     # ------------------------------------------------------------- counters
-    def reset_counters(self):
+    def reset_counters(self) -> None:
         """Set ``n_evaluated``, ``n_cached`` and ``n_failed`` to zero (the cache is kept)."""
         self.n_evaluated = self.n_cached = self.n_failed = 0
 
-    def counters(self):
+    def counters(self) -> Dict[str, int]:
         """``{"n_evaluated", "n_cached", "n_failed"}`` as a dict."""
         return {"n_evaluated": self.n_evaluated, "n_cached": self.n_cached, "n_failed": self.n_failed}
 
@@ -225,7 +231,7 @@ class Evaluator:
 
     # ------------------------------------------------------------ evaluation
     @torch.inference_mode()
-    def accuracy(self, model):
+    def accuracy(self, model: nn.Module) -> float:
         """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on the validation subset."""
         self._require_data()
         model.eval()
@@ -234,7 +240,7 @@ class Evaluator:
             correct += int((model(x).argmax(1) == y).sum())
         return correct / len(self._val)
 
-    def evaluate_model(self, model):
+    def evaluate_model(self, model: nn.Module) -> float:
         """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy."""
         with self.threads():
             return self.accuracy(model)
@@ -263,7 +269,7 @@ class Evaluator:
             return False
         return has_batchnorm(model)
 
-    def run(self, space, plan):
+    def run(self, space: "Space", plan: "Plan") -> EvalRecord:
         """Evaluate one plan without the cache: materialize, fine-tune, re-estimate BN, measure.
 
         Failures (an exception, a non-finite fine-tuning loss) are caught and returned as a
@@ -289,7 +295,8 @@ class Evaluator:
         return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
                           cached=False, error=error, loss=loss, summary=dict(plan.summary))
 
-    def finetune_plan(self, space, plan, *, seed, **options):
+    def finetune_plan(self, space: "Space", plan: Union["Plan", np.ndarray], *, seed: int,
+                      **options: Any) -> Tuple[nn.Module, float]:
         """Materialize ``plan`` and fine-tune it on the training subset; the fine-tuning in the loop.
 
         The evaluator's own fine-tuning (``finetune=...``) runs through here, and so can a caller
@@ -329,7 +336,7 @@ class Evaluator:
         return model, loss
 
     @contextlib.contextmanager
-    def threads(self):
+    def threads(self) -> Iterator[None]:
         """Context in which torch uses :attr:`num_threads` threads (restored on exit)."""
         if self.num_threads is None:
             yield
@@ -341,7 +348,7 @@ class Evaluator:
         finally:
             torch.set_num_threads(previous)
 
-    def evaluate(self, space, X):
+    def evaluate(self, space: "Space", X: np.ndarray) -> List[EvalRecord]:
         """Evaluate a population.
 
         Args:

@@ -3,10 +3,13 @@
 import hashlib
 import json
 import os
+from typing import Any, Dict, Optional
 
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
-from moprune.data.splits import cache_dir
+from moprune.data.splits import Splits, cache_dir
 from moprune.io import atomic_path
 from moprune.logging import get_logger
 from moprune.models.zoo import get_model
@@ -22,7 +25,7 @@ FINGERPRINT_SAMPLES = 256
 """How many training items (evenly spaced) :func:`data_fingerprint` hashes."""
 
 
-def data_fingerprint(dataset):
+def data_fingerprint(dataset: TensorDataset) -> str:
     """A short fingerprint of a ``TensorDataset(images, labels)``: its shapes and a hash of a fixed sample.
 
     The sample is :data:`FINGERPRINT_SAMPLES` items evenly spaced over the dataset (first and
@@ -42,7 +45,8 @@ def data_fingerprint(dataset):
     return digest.hexdigest()[:16]
 
 
-def weights_path(name, recipe, *, cache=None, data=None):
+def weights_path(name: str, recipe: Dict[str, Any], *, cache: Optional[str] = None,
+                 data: Optional[Splits] = None) -> str:
     """Where the weights of ``name`` trained with ``recipe`` on ``data`` are cached.
 
     Args:
@@ -61,7 +65,8 @@ def weights_path(name, recipe, *, cache=None, data=None):
     return os.path.join(cache or cache_dir(), "weights", f"{name}-{digest}.pt")
 
 
-def pretrained(name, *, data=None, cache=None, progress=True, **recipe):
+def pretrained(name: str, *, data: Optional[Splits] = None, cache: Optional[str] = None, progress: bool = True,
+               **recipe: Any) -> nn.Module:
     """Return the zoo model ``name`` trained on the training split, in eval mode.
 
     The first call trains it (a few minutes on 2 CPU cores for ``mnist_cnn``) and saves the

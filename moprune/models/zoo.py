@@ -3,6 +3,8 @@
 Each class carries ``input_shape`` so a space can build example inputs without being told.
 """
 
+from typing import List
+
 from torch import nn
 
 from moprune.registry import Registry
@@ -155,12 +157,12 @@ MODELS.register("vgg_small")(VGGSmall)
 MODELS.register("resnet8")(ResNet8)
 
 
-def model_names():
+def model_names() -> List[str]:
     """Names accepted by :func:`get_model`."""
     return MODELS.names()
 
 
-def get_model(name, *, num_classes=10):
+def get_model(name: str, *, num_classes: int = 10) -> nn.Module:
     """Build an untrained zoo model by name.
 
     Args:

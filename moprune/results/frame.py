@@ -2,6 +2,7 @@
 
 import hashlib
 import math
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ def genome_hash(genome):
     return hashlib.sha1(data.tobytes()).hexdigest()[:12]
 
 
-def to_frame(result):
+def to_frame(result: SearchResult) -> pd.DataFrame:
     """One row per candidate the search asked for, in evaluation order.
 
     Args:
@@ -195,7 +196,8 @@ def _valid_rows(df, objectives, feasible_only):
     return valid, F
 
 
-def pareto_front(result_or_frame, *, objectives=None, feasible_only=True):
+def pareto_front(result_or_frame: Union[SearchResult, pd.DataFrame], *, objectives: Optional[Sequence[str]] = None,
+                 feasible_only: bool = True) -> pd.DataFrame:
     """The non-dominated candidates, found with pymoo's ``NonDominatedSorting``.
 
     Failed candidates (``error_message`` set) and repeated plans (same ``plan_key``, the first

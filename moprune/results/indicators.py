@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Mapping
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,8 @@ def _check_ref_point(ref_point, m):
     return ref
 
 
-def hypervolume(front, *, ref_point=None, objectives=None):
+def hypervolume(front: Union[SearchResult, pd.DataFrame, np.ndarray], *, ref_point: Optional[Sequence[float]] = None,
+                objectives: Optional[Sequence[str]] = None) -> float:
     """Hypervolume of a front with fixed normalisation, through pymoo's ``HV``.
 
     Each objective is divided by its ``ref_point`` coordinate (ideal 0, nadir ``ref_point``), so
@@ -109,7 +111,9 @@ def hypervolume_curve(result, *, grid=None, n_points=20, ref_point=None, objecti
     return pd.DataFrame({"n_evals": np.asarray(grid, dtype=int), "hv": np.asarray(values, dtype=float)})
 
 
-def compare(results, *, grid=None, n_points=20, ref_point=None, objectives=None, count_cached=True):
+def compare(results: Mapping[str, Any], *, grid: Optional[Sequence[int]] = None, n_points: int = 20,
+            ref_point: Optional[Sequence[float]] = None, objectives: Optional[Sequence[str]] = None,
+            count_cached: bool = True) -> pd.DataFrame:
     """Hypervolume against evaluations spent, mean and standard deviation over seeds, per algorithm.
 
     Example:

@@ -1,9 +1,12 @@
 """Pick one candidate of a Pareto front (pymoo's decision-making and decomposition tools)."""
 
 import warnings
+from typing import Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 
+from moprune.archive import SearchResult
 from moprune.exceptions import ConflictingArgumentsError, MopruneValueError, invalid_value
 from moprune.logging import get_logger
 from moprune.registry import Registry
@@ -143,7 +146,9 @@ def _check_weights(weights, m):
     return w
 
 
-def pick(front, method="knee", *, weights=None, max_drop=None, target_macs=None, objectives=None):
+def pick(front: Union[SearchResult, pd.DataFrame], method: str = "knee", *,
+         weights: Optional[Sequence[float]] = None, max_drop: Optional[float] = None,
+         target_macs: Optional[float] = None, objectives: Optional[Sequence[str]] = None) -> pd.Series:
     """Pick one candidate of the Pareto front.
 
     Methods (objectives are normalised to [0, 1] over the front first):

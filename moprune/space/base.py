@@ -7,8 +7,11 @@ search core (problem, evaluator, operators) only talks to this interface, so new
 
 import abc
 from dataclasses import dataclass, field
+from typing import Dict, Optional, Union
 
 import numpy as np
+from pymoo.core.repair import Repair
+from torch import nn
 
 from moprune.exceptions import invalid_value
 
@@ -75,15 +78,15 @@ class Space(abc.ABC):
     group_slices: list
 
     @abc.abstractmethod
-    def decode(self, x):
+    def decode(self, x: np.ndarray) -> Plan:
         """Genome (1-D array of length ``n_var``) -> :class:`Plan`."""
 
     @abc.abstractmethod
-    def materialize(self, x_or_plan):
+    def materialize(self, x_or_plan: Union[np.ndarray, Plan]) -> nn.Module:
         """Genome or plan -> a new pruned ``nn.Module`` (eval mode); the base model is untouched."""
 
     @abc.abstractmethod
-    def cost(self, X):
+    def cost(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Analytic cost of a population ``X`` (``n x n_var``) without running the network.
 
         Returns:
@@ -92,14 +95,14 @@ class Space(abc.ABC):
         """
 
     @abc.abstractmethod
-    def repair(self):
+    def repair(self) -> Repair:
         """A pymoo ``Repair`` that makes any genome valid (e.g. at least ``min_channels`` per group)."""
 
-    def original(self):
+    def original(self) -> np.ndarray:
         """The genome of the unpruned model (all ones / all kept)."""
         return np.ones(self.n_var, dtype=self.vtype) if self.vtype is bool else self.xu.astype(float).copy()
 
-    def keep_order(self):
+    def keep_order(self) -> Optional[np.ndarray]:
         """Per gene of a binary genome, its place in its group's keep order (0 = kept first).
 
         Importance-aware operators use it to prune the least important units of a group first
@@ -111,7 +114,7 @@ class Space(abc.ABC):
             return None
         return np.concatenate([np.arange(sl.stop - sl.start) for sl in self.group_slices])
 
-    def group_ratios(self, X):
+    def group_ratios(self, X: np.ndarray) -> np.ndarray:
         """Fraction of each group's units that genomes keep, ``n x len(group_names)``.
 
         Binary genomes: the mean of each group's bits; real-valued genomes: the genes themselves
@@ -120,7 +123,7 @@ class Space(abc.ABC):
         X = self.check_population(X)
         return np.stack([X[:, sl].mean(axis=1) for sl in self.group_slices], axis=1)
 
-    def genomes_from_ratios(self, R):
+    def genomes_from_ratios(self, R: np.ndarray) -> np.ndarray:
         """Genomes keeping fraction ``R[i, g]`` of every group ``g``, most important units first.
 
         Args:
@@ -152,14 +155,14 @@ class Space(abc.ABC):
             X[:, sl] = order[None, sl] < keep[:, None]
         return X
 
-    def check_genome(self, x):
+    def check_genome(self, x: np.ndarray) -> np.ndarray:
         """Return ``x`` as a 1-D numpy array, or raise naming the expected shape."""
         x = np.asarray(x)
         if x.ndim != 1 or x.shape[0] != self.n_var:
             raise invalid_value("x", f"a 1-D genome of length {self.n_var}", f"array of shape {x.shape}")
         return x
 
-    def check_population(self, X, argname="X"):
+    def check_population(self, X: np.ndarray, argname: str = "X") -> np.ndarray:
         """Validate a genome or an ``n x n_var`` population and return it as a 2-D array.
 
         Binary spaces (``vtype is bool``) get a bool array and accept only 0/1 values; real

@@ -10,6 +10,7 @@ through these index maps, and its cost is a few numpy products over kept-channel
 import copy
 import hashlib
 import warnings
+from typing import Any, Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -64,9 +65,11 @@ class ChannelSpace(Space):
         MopruneValueError: a bad argument.
     """
 
-    def __init__(self, model, example_inputs=None, *, encoding="binary", importance="l1", layers=None,
-                 ignored_layers=None, min_channels=1, round_to=None, importance_data=None,
-                 importance_batches=4, generator=None):
+    def __init__(self, model: nn.Module, example_inputs: Optional[torch.Tensor] = None, *, encoding: str = "binary",
+                 importance: str = "l1", layers: Optional[Iterable[Union[str, nn.Module]]] = None,
+                 ignored_layers: Optional[Iterable[Union[str, nn.Module]]] = None, min_channels: int = 1,
+                 round_to: Optional[int] = None, importance_data: Any = None, importance_batches: int = 4,
+                 generator: Union[None, int, torch.Generator] = None) -> None:
         if encoding not in ENCODINGS:
             raise invalid_value("encoding", f"one of {ENCODINGS}", encoding)
         if importance not in IMPORTANCES:
@@ -283,7 +286,7 @@ class ChannelSpace(Space):
             keep = np.minimum(sizes, -(-keep // self.round_to) * self.round_to)
         return self._rank[None, :] < np.repeat(keep, sizes, axis=1)
 
-    def decode(self, x):
+    def decode(self, x: np.ndarray) -> Plan:
         """Genome -> :class:`Plan` with the kept channel indices of every group.
 
         Raises:
@@ -324,7 +327,7 @@ class ChannelSpace(Space):
                 keep.setdefault(mname, {})[side] = torch.from_numpy(np.flatnonzero(k))
         return keep
 
-    def materialize(self, x_or_plan):
+    def materialize(self, x_or_plan: Union[np.ndarray, Plan]) -> nn.Module:
         """Genome or plan -> a physically smaller copy of the model, in eval mode.
 
         Tensors are sliced from the base model with the index maps prepared at construction;
@@ -343,7 +346,7 @@ class ChannelSpace(Space):
         return pruned.eval()
 
     # ------------------------------------------------------------------ new base weights
-    def rebase(self, pruned_model, x_or_plan):
+    def rebase(self, pruned_model: nn.Module, x_or_plan: Union[np.ndarray, Plan]) -> "ChannelSpace":
         """A space over a copy of the base model updated with a pruned model's (retrained) weights.
 
         Document 001's two-step framework retrains the elite and searches on: the kept channels of
@@ -396,7 +399,7 @@ class ChannelSpace(Space):
         return new
 
     # ------------------------------------------------------------------ analytic cost
-    def cost(self, X):
+    def cost(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """MACs and params (thop's counts, exactly) of each genome, without running the network.
 
         Args:
@@ -415,11 +418,11 @@ class ChannelSpace(Space):
         return {"macs": macs, "params": params, "macs_ratio": macs / self.base_macs,
                 "params_ratio": params / self.base_params, "sparsity": removed.sum(axis=1) / self.n_genes}
 
-    def keep_order(self):
+    def keep_order(self) -> Optional[np.ndarray]:
         """Binary encoding: each channel's importance rank within its group (0 = most important)."""
         return self._rank.copy() if self.encoding == "binary" else None
 
-    def repair(self):
+    def repair(self) -> Repair:
         """A pymoo ``Repair`` giving every group at least ``min_channels`` channels.
 
         Binary genomes get their most important missing channels switched on (deterministic);

@@ -22,6 +22,7 @@ Costs (:meth:`WeightSpace.cost`):
 import copy
 import hashlib
 import warnings
+from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ class WeightSpace(Space):
         n_weights: Prunable weights in total.
     """
 
-    def __init__(self, model, example_inputs=None, *, encoding="ratio", layers=None):
+    def __init__(self, model: nn.Module, example_inputs: Optional[torch.Tensor] = None, *, encoding: str = "ratio",
+                 layers: Optional[Iterable[Union[str, nn.Module]]] = None) -> None:
         if encoding not in ENCODINGS:
             raise invalid_value("encoding", f"one of {ENCODINGS}", encoding)
         if not isinstance(model, nn.Module):
@@ -122,7 +124,7 @@ class WeightSpace(Space):
         keep = np.ceil(np.clip(X, 0.0, 1.0) * sizes - 1e-9)
         return (sizes - keep).astype(np.float64)
 
-    def masks(self, x):
+    def masks(self, x: np.ndarray) -> Dict[str, torch.Tensor]:
         """Genome -> ``{layer_name: bool tensor shaped like its weight}`` (True = kept).
 
         Useful to keep pruned weights at zero while fine-tuning a materialized model.
@@ -137,7 +139,7 @@ class WeightSpace(Space):
                 out[n] = torch.from_numpy(rank >= int(z)).reshape(w.shape)
         return out
 
-    def decode(self, x):
+    def decode(self, x: np.ndarray) -> Plan:
         """Genome -> :class:`Plan`.
 
         ``plan.kept`` holds ``(layer, sparsity)`` per layer (ratio encoding) or ``(layer, packed
@@ -158,7 +160,7 @@ class WeightSpace(Space):
         key = hashlib.blake2b(self.encoding.encode() + payload, digest_size=8).hexdigest()
         return Plan(kind="weights", kept=kept, key=key, summary=summary)
 
-    def materialize(self, x):
+    def materialize(self, x: Union[np.ndarray, Plan]) -> nn.Module:
         """Genome or plan -> a copy of the model with the pruned weights set to zero (eval mode)."""
         if isinstance(x, Plan):
             if x.kind != "weights" or [n for n, _ in x.kept] != self.group_names:
@@ -175,7 +177,7 @@ class WeightSpace(Space):
                 memo[id(w)] = nn.Parameter(w * mask.to(w.dtype), requires_grad=w.requires_grad)
         return copy.deepcopy(self.model, memo).eval()
 
-    def rebase(self, pruned_model, x_or_plan):
+    def rebase(self, pruned_model: nn.Module, x_or_plan: Union[np.ndarray, Plan]) -> "WeightSpace":
         """A space over a copy of the base model updated with a masked model's (retrained) weights.
 
         Document 001's two-step framework retrains the elite and searches on: in every chosen
@@ -233,7 +235,7 @@ class WeightSpace(Space):
         sizes = np.asarray(self.group_sizes)
         return (sizes - np.round(np.asarray([s for _, s in x.kept]) * sizes)) / sizes
 
-    def cost(self, X):
+    def cost(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Costs of a population (see the module docstring for the exact definitions).
 
         Returns:
@@ -247,24 +249,24 @@ class WeightSpace(Space):
                 "macs_ratio": macs / self.base_macs, "params_ratio": params / self.base_params,
                 "sparsity": zeroed.sum(axis=1) / self.n_weights}
 
-    def keep_order(self):
+    def keep_order(self) -> Optional[np.ndarray]:
         """Mask encoding: each weight's magnitude rank within its layer (0 = largest, kept first)."""
         if self.encoding != "mask":
             return None
         return np.concatenate([rank.size - 1 - rank for rank in self._rank])
 
-    def repair(self):
+    def repair(self) -> Repair:
         """A pymoo ``Repair``: clips ratios into [0, 1]; mask genomes are cast to bool."""
         return WeightRepair(self.encoding)
 
     # ------------------------------------------------------------------ layer-wise mode
-    def layer_slice(self, name):
+    def layer_slice(self, name: str) -> slice:
         """The genome slice of layer ``name`` (document 002's layer-wise mode evolves only this)."""
         if name not in self.group_names:
             raise invalid_value("name", f"one of {self.group_names}", name)
         return self.group_slices[self.group_names.index(name)]
 
-    def embed(self, name, x_layer, x=None):
+    def embed(self, name: str, x_layer: np.ndarray, x: Optional[np.ndarray] = None) -> np.ndarray:
         """Return a copy of ``x`` (default: the original model) with layer ``name``'s genes replaced."""
         sl = self.layer_slice(name)
         full = self.original() if x is None else self.check_genome(x).astype(self.vtype)
