@@ -77,7 +77,7 @@ def main(argv=None):
         seen = set()
         state = {"bare": 0.0, "callback": 0.0, "done": 0, "n_models": 0}
 
-        def time_new_models(algorithm):
+        def time_new_models(algorithm, _problem):
             """After each generation: rebuild this generation's new plans and time bare forwards.
 
             The time spent here is subtracted from the search's wall time, so both numbers are
@@ -96,7 +96,7 @@ def main(argv=None):
 
         start = time.perf_counter()
         result = search(problem, args.algorithm, pop_size=args.pop_size, n_evals=args.evals, seed=args.seed,
-                        callback=None if args.sequential else time_new_models)
+                        callbacks=[] if args.sequential else [time_new_models])
         wall = time.perf_counter() - start
         if args.sequential:
             time_new_models(None)

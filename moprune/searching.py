@@ -7,6 +7,7 @@ Example:
 """
 
 import time
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from pymoo.core.algorithm import Algorithm
 from pymoo.termination.max_eval import MaximumFunctionCallTermination
@@ -25,8 +26,24 @@ logger = get_logger("search")
 _MAX_STALLS = 100
 
 
-def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=None, seed=0, callback=None,
-           progress=False, on_generation=None, resume=None, **options):
+SearchCallback = Callable[[Algorithm, PruningProblem], Any]
+"""The one callback signature of a search: ``callback(algorithm, problem)``.
+
+:func:`search` (``callbacks=[...]``) and :func:`moprune.runs.run_search` call every callback
+after each generation that evaluated candidates, once the algorithm has taken them in:
+``algorithm`` is the pymoo ``Algorithm`` that runs (its ``pop``, ``n_iter`` and ``termination``
+are up to date) and ``problem`` the :class:`moprune.PruningProblem` searched, whose ``archive``
+then holds that generation and whose ``generation`` is its index (0-based). ``run_search``
+calls them after the generation's checkpoint is written. Callbacks are not stored on the
+algorithm, so a checkpoint of it stays small and picklable; an exception raised in one stops
+the search (``run_search`` keeps its last checkpoint).
+"""
+
+
+def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused", *, pop_size: int = 40,
+           n_gen: Optional[int] = None, n_evals: Optional[int] = None, seed: int = 0,
+           callbacks: Sequence[SearchCallback] = (), progress: bool = False,
+           resume: Optional[Dict[str, Any]] = None, **options: Any) -> SearchResult:
     """Search ``problem`` with a registered algorithm and return every candidate it asked for.
 
     The algorithm is built by its registry factory (``make_xxx(problem, pop_size=..., **options)``).
@@ -49,14 +66,10 @@ def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=Non
         n_gen: Number of generations.
         n_evals: Number of candidates.
         seed: Seed of the run, handed to pymoo (all operators draw from its generator).
-        callback: Optional ``callable(algorithm)`` called after every generation.
+        callbacks: Callables ``callback(algorithm, problem)`` called in order after every
+            generation (see :data:`SearchCallback`).
         progress: Show a progress bar of the candidates (it turns itself off when stderr is not
             a terminal).
-        on_generation: Optional ``callable(algorithm, problem)`` called after every generation
-            that evaluated candidates, once the algorithm has taken them in (``problem`` is the
-            root :class:`moprune.PruningProblem`, whose archive then holds that generation).
-            :mod:`moprune.runs` writes its checkpoints here. Unlike ``callback`` it is not
-            stored on the algorithm, so the algorithm stays picklable.
         resume: ``None``, or ``{"algorithm": a pymoo Algorithm set up on this problem and
             advanced some generations (e.g. unpickled from a checkpoint), "archive": the
             problem's archive at that moment}``: the run continues from there (no new setup;
@@ -83,8 +96,10 @@ def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=Non
         termination = MaximumFunctionCallTermination(n_evals)
     pop_size = check_pop_size(pop_size)
     seed = check_seed(seed)
-    check_callable("callback", callback, "(algorithm)")
-    check_callable("on_generation", on_generation, "(algorithm, problem)")
+    if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
+        raise invalid_value("callbacks", "a list of callables callback(algorithm, problem)", callbacks)
+    callbacks = [check_callable(f"callbacks[{i}]", c, "(algorithm, problem)", allow_none=False)
+                 for i, c in enumerate(callbacks)]
     if resume is not None:
         if (not isinstance(resume, dict) or set(resume) != {"algorithm", "archive"}
                 or not isinstance(resume["algorithm"], Algorithm) or resume["algorithm"].problem is None):
@@ -119,10 +134,7 @@ def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=Non
     counters_before = dict(root.evaluator.counters()) if hasattr(root.evaluator, "counters") else None
 
     if resume is None:
-        setup = {"termination": termination, "seed": seed, "verbose": False}
-        if callback is not None:
-            setup["callback"] = callback
-        algo.setup(run_problem, **setup)
+        algo.setup(run_problem, termination=termination, seed=seed, verbose=False)
     else:
         root.archive = list(resume["archive"])
 
@@ -130,7 +142,7 @@ def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=Non
     bar = tqdm(total=n_evals, desc=name, unit="candidate", disable=None if progress else True, leave=False,
                initial=len(root.archive))
     try:
-        _run(algo, run_problem, root, n_evals, name, bar, on_generation)
+        _run(algo, run_problem, root, n_evals, name, bar, callbacks)
     finally:
         bar.close()
     result = algo.result()
@@ -147,7 +159,7 @@ def search(problem, algorithm="focused", *, pop_size=40, n_gen=None, n_evals=Non
                                      pymoo_result=result)
 
 
-def _run(algo, run_problem, root, n_evals, name, bar, on_generation=None):
+def _run(algo, run_problem, root, n_evals, name, bar, callbacks):
     """The ask-evaluate-tell loop; the last generation is cut to fit an ``n_evals`` budget."""
     stalls = 0
     while algo.has_next():
@@ -168,8 +180,8 @@ def _run(algo, run_problem, root, n_evals, name, bar, on_generation=None):
         logger.debug("%s: generation %d done, %d candidates so far", name, run_problem.generation,
                      len(root.archive))
         bar.update(len(root.archive) - before)
-        if on_generation is not None:
-            on_generation(algo, root)
+        for callback in callbacks:
+            callback(algo, root)
         stalls = stalls + 1 if len(root.archive) == before else 0
         if stalls >= _MAX_STALLS:
             raise MopruneError(f"algorithm {name!r} asked for no new candidate in {_MAX_STALLS} generations")

@@ -143,12 +143,12 @@ def run(problem, name, *, pop_size, seed=0, n_gen=None, n_evals=None, callback=N
     """``search`` by name; also returns the algorithm object that ran (caught by the callback)."""
     ran = []
 
-    def record(algorithm):
+    def record(algorithm, _problem):
         ran[:] = [algorithm]
         if callback is not None:
             callback(algorithm)
 
-    result = search(problem, name, pop_size=pop_size, seed=seed, n_gen=n_gen, n_evals=n_evals, callback=record,
+    result = search(problem, name, pop_size=pop_size, seed=seed, n_gen=n_gen, n_evals=n_evals, callbacks=[record],
                     **options)
     return result, ran[0]
 

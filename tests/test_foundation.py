@@ -97,3 +97,41 @@ def test_importing_every_module_configures_no_global_state():
     assert seen["threads"] and seen["root_logger"]
     assert seen["moprune_level"] in (logging.NOTSET, logging.WARNING)
     assert set(seen["moprune_handlers"]) <= {"NullHandler"}
+
+
+def _unannotated(qualname, fn, *, method=False):
+    """The parameters (and ``return``) of ``fn`` without a type hint."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return []
+    params = list(sig.parameters.values())[1 if method else 0:]
+    missing = [f"{qualname}({p.name})" for p in params if p.annotation is inspect.Parameter.empty]
+    if sig.return_annotation is inspect.Signature.empty and fn.__name__ != "__init__":
+        missing.append(f"{qualname} -> ?")
+    return missing
+
+
+def test_the_public_api_is_type_hinted_and_marked_typed():
+    import importlib.resources
+    import inspect
+
+    missing = []
+    for name in sorted(moprune.__all__):
+        obj = getattr(moprune, name)
+        if inspect.isclass(obj) and not issubclass(obj, BaseException):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") and attr != "__init__":
+                    continue
+                if isinstance(member, property):
+                    missing += _unannotated(f"{name}.{attr}", member.fget, method=True)
+                elif isinstance(member, (staticmethod, classmethod)):
+                    missing += _unannotated(f"{name}.{attr}", member.__func__, method=isinstance(member, classmethod))
+                elif inspect.isfunction(member):
+                    missing += _unannotated(f"{name}.{attr}", member, method=True)
+        elif inspect.isfunction(obj):
+            missing += _unannotated(name, obj)
+    assert missing == []
+    assert importlib.resources.files("moprune").joinpath("py.typed").is_file()

@@ -42,8 +42,8 @@ class Interrupt(Exception):
 
 
 def interrupt_after(generation):
-    def hook(problem, info):
-        if info["generation"] == generation:
+    def hook(algorithm, problem):
+        if problem.generation == generation:
             raise Interrupt
     return hook
 
@@ -88,7 +88,7 @@ def test_resume_after_an_interruption_gives_the_same_archive_and_rows(tmp_path, 
     path = tmp_path / "run"
     prepare_run(path, CONFIG_A)
     with pytest.raises(Interrupt):
-        run_search(path, tiny_problem(), "nsga2", on_generation=interrupt_after(stop_at), **RUN)
+        run_search(path, tiny_problem(), "nsga2", callbacks=[interrupt_after(stop_at)], **RUN)
     assert not (path / RESULT).exists()
     # the interrupted generation was written to the CSV, not to the checkpoint: add a torn row too
     with open(path / EVALUATIONS, "a") as f:
@@ -112,7 +112,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_the_csv_stays(tmp_path):
     path = tmp_path / "run"
     prepare_run(path, CONFIG_A)
     with pytest.raises(Interrupt):
-        run_search(path, tiny_problem(), "nsga2", on_generation=interrupt_after(1), **RUN)
+        run_search(path, tiny_problem(), "nsga2", callbacks=[interrupt_after(1)], **RUN)
     before = (path / EVALUATIONS).read_bytes()
     data = (path / CHECKPOINT).read_bytes()
     (path / CHECKPOINT).write_bytes(data[: len(data) // 2])
@@ -159,23 +159,27 @@ def test_an_unfinished_run_has_no_result_unless_partial(tmp_path):
     path = tmp_path / "run"
     prepare_run(path, CONFIG_A)
     with pytest.raises(Interrupt):
-        run_search(path, tiny_problem(), "nsga2", on_generation=interrupt_after(1), **RUN)
+        run_search(path, tiny_problem(), "nsga2", callbacks=[interrupt_after(1)], **RUN)
     with pytest.raises(MopruneError, match="has not finished.*--resume"):
         load_result(path)
     assert len(load_result(path, partial=True).archive) == 16
 
 
-def test_search_calls_on_generation_after_each_generation_and_checks_resume():
+def test_search_calls_its_callbacks_after_each_generation_and_checks_resume():
     from moprune import search
     from moprune.exceptions import MopruneValueError
 
     calls = []
     problem = tiny_problem()
     search(problem, "nsga2", pop_size=6, n_gen=3, seed=0,
-           on_generation=lambda algo, root: calls.append((root.generation, len(root.archive), algo.n_iter)))
-    assert calls == [(0, 6, 2), (1, 12, 3), (2, 18, 4)]  # pymoo counts n_iter after advancing
-    with pytest.raises(MopruneValueError, match="on_generation"):
-        search(problem, "nsga2", pop_size=6, n_gen=3, on_generation=5)
+           callbacks=[lambda algo, root: calls.append((root.generation, len(root.archive), algo.n_iter)),
+                      lambda algo, root: calls.append("second")])
+    # in order, after each generation; pymoo counts n_iter after advancing
+    assert calls == [(0, 6, 2), "second", (1, 12, 3), "second", (2, 18, 4), "second"]
+    with pytest.raises(MopruneValueError, match=r"callbacks must be a list of callables"):
+        search(problem, "nsga2", pop_size=6, n_gen=3, callbacks=lambda algo, root: None)
+    with pytest.raises(MopruneValueError, match=r"callbacks\[1\] must be a callable"):
+        search(problem, "nsga2", pop_size=6, n_gen=3, callbacks=[print, 5])
     with pytest.raises(MopruneValueError, match="resume"):
         search(problem, "nsga2", pop_size=6, n_gen=3, resume={"algorithm": None, "archive": []})
 
@@ -188,7 +192,7 @@ def test_every_algorithm_resumes_exactly(tmp_path, name):
     reference = run_search(tmp_path / "ref", tiny_problem(ratio=ratio), name, **run)
     prepare_run(tmp_path / "cut", {"algorithm": name})
     with pytest.raises(Interrupt):
-        run_search(tmp_path / "cut", tiny_problem(ratio=ratio), name, on_generation=interrupt_after(1), **run)
+        run_search(tmp_path / "cut", tiny_problem(ratio=ratio), name, callbacks=[interrupt_after(1)], **run)
     resumed = run_search(tmp_path / "cut", tiny_problem(ratio=ratio), name, resume=True, **run)
     assert len(reference.archive) > 12
     assert archive_key(resumed.archive) == archive_key(reference.archive)

@@ -132,7 +132,7 @@ def test_weighted_ga_best_score_never_decreases():
     problem = tiny_problem()
     result = search(problem, "ga", pop_size=12, n_gen=12, seed=0, scoring="weighted",
                     scoring_options={"w_acc": 1.0, "w_macs": 0.5},
-                    callback=lambda algorithm: best.append(-algorithm.pop.get("F")[:, 0].min()))
+                    callbacks=[lambda algorithm, problem: best.append(-algorithm.pop.get("F")[:, 0].min())])
     assert len(best) == 12
     assert all(b2 >= b1 for b1, b2 in zip(best, best[1:]))
     assert best[-1] > best[0]

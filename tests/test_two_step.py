@@ -163,7 +163,8 @@ def _run(problem, **options):
     ran = []
     options.setdefault("retrain_steps", 60)
     options.setdefault("retrain_lr", 0.1)
-    result = search(problem, "two_step", pop_size=6, seed=options.pop("seed", 0), callback=ran.append, **options)
+    result = search(problem, "two_step", pop_size=6, seed=options.pop("seed", 0),
+                    callbacks=[lambda algorithm, _: ran.append(algorithm)], **options)
     return result, ran[-1]
 
 
@@ -330,7 +331,7 @@ def test_resume_from_a_checkpoint_restores_the_retrained_weights():
             saved.update(algorithm=buffer.getvalue(), archive=list(problem.archive))
 
     search(_problem(), "two_step", pop_size=6, n_gen=6, seed=0, retrain_steps=60, retrain_lr=0.1,
-           on_generation=checkpoint)
+           callbacks=[checkpoint])
     fresh = _problem()  # rebuilt from scratch: the original weights
     algorithm = _RefUnpickler(io.BytesIO(saved["algorithm"]), fresh).load()
     resumed = search(fresh, "two_step", n_gen=6, seed=0, resume={"algorithm": algorithm, "archive": saved["archive"]})

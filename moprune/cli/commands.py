@@ -231,12 +231,12 @@ def _execute_search(out, config, *, resume, restart, quiet):
     total = budget.get("n_gen")
     bar = tqdm(total=total, unit="gen", desc="search", disable=True if quiet else None, dynamic_ncols=True)
 
-    def on_generation(root, info):
+    def show_progress(algorithm, root):
         archive = root.archive
         ok = [e for e in archive if e.error is None and math.isfinite(e.accuracy)]
         so_far = SearchResult.from_problem(root, algorithm=config["algorithm"], seed=config["seed"])
         hv = hypervolume(to_frame(so_far), objectives=tuple(root.objectives))
-        bar.n = info["generation"] + 1
+        bar.n = root.generation + 1
         bar.set_postfix({
             "evals": len(archive),
             "cached": sum(e.cached for e in archive),
@@ -248,7 +248,7 @@ def _execute_search(out, config, *, resume, restart, quiet):
 
     try:
         result = run_search(out, problem, config["algorithm"], pop_size=config["pop_size"], seed=config["seed"],
-                            resume=resume, restart=restart, on_generation=on_generation,
+                            resume=resume, restart=restart, callbacks=[show_progress],
                             options=config["algorithm_options"], **budget)
     finally:
         bar.close()

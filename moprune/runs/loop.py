@@ -2,7 +2,7 @@
 
 import io
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ class _RunWriter:
 
     def __init__(self, path: str, run_problem: Any, algorithm: str, seed: int, *, csv_size: int = 0,
                  columns: Optional[List[str]] = None, meta: Optional[Dict[str, Any]] = None, n_rows: int = 0,
-                 on_generation: Optional[Callable] = None):
+                 callbacks: Sequence[Callable] = ()):
         self.path = path
         self.run_problem = run_problem
         self.algorithm = algorithm
@@ -52,7 +52,7 @@ class _RunWriter:
         self.columns = columns
         self.meta = meta
         self.n_rows = n_rows
-        self.on_generation = on_generation
+        self.callbacks = list(callbacks)
 
     def result_meta(self, root: Any) -> Dict[str, Any]:
         """The run's metadata, fixed at its first generation."""
@@ -72,13 +72,13 @@ class _RunWriter:
                         run_problem=self.run_problem, meta=meta, csv_size=self.csv_size, columns=self.columns)
         write_progress(self.path, generation=int(root.generation), n_evals=self.n_rows, csv_size=self.csv_size,
                        meta=meta)
-        if self.on_generation is not None:
-            self.on_generation(root, {"generation": int(root.generation), "n_rows": self.n_rows, "new": new})
+        for callback in self.callbacks:
+            callback(algo, root)
 
 
 def run_search(path: PathLike, problem: Any, algorithm: str, *, pop_size: int, n_gen: Optional[int] = None,
                n_evals: Optional[int] = None, seed: int = 0, resume: bool = False, restart: bool = False,
-               progress: bool = False, on_generation: Optional[Callable] = None,
+               progress: bool = False, callbacks: Sequence[Callable] = (),
                options: Optional[Dict[str, Any]] = None) -> SearchResult:
     """Run :func:`moprune.search` with CSV rows, a checkpoint and ``progress.json`` after every generation.
 
@@ -100,9 +100,8 @@ def run_search(path: PathLike, problem: Any, algorithm: str, *, pop_size: int, n
             evaluator's cache first, so those candidates are not run again (their rows say
             ``cached``); the old rows are kept in ``evaluations.previous.csv``.
         progress: Passed to :func:`moprune.search` (its bar of candidates).
-        on_generation: Optional ``callable(problem, info)`` after each checkpoint; ``info`` holds
-            ``generation``, ``n_rows`` (the archive's size) and ``new`` (the frame of the
-            generation's rows).
+        callbacks: Callables ``callback(algorithm, problem)`` called after each generation's
+            checkpoint, as :func:`moprune.search` calls them (:data:`moprune.searching.SearchCallback`).
         options: Options of the algorithm's factory.
 
     Returns:
@@ -133,7 +132,7 @@ def run_search(path: PathLike, problem: Any, algorithm: str, *, pop_size: int, n
             result = load_result(path, space=problem.space)
         else:
             result = _run(path, problem, algorithm, pop_size=pop_size, n_gen=n_gen, n_evals=n_evals, seed=seed,
-                          resume=resume, restart=restart, progress=progress, on_generation=on_generation,
+                          resume=resume, restart=restart, progress=progress, callbacks=callbacks,
                           options=dict(options or {}))
         finished = True
         return result
@@ -178,7 +177,7 @@ def _read_complete_rows(file: str) -> pd.DataFrame:
     return read_evaluations(os.path.dirname(file), file=os.path.basename(file), size=size, decode=False)
 
 
-def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, restart, progress, on_generation,
+def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, restart, progress, callbacks,
          options):
     from moprune.algorithms import ALGORITHMS
 
@@ -203,9 +202,9 @@ def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, re
         for name in (EVALUATIONS, CHECKPOINT, PROGRESS):
             if os.path.exists(os.path.join(path, name)):
                 os.remove(os.path.join(path, name))
-        writer = _RunWriter(path, run_problem, algorithm, seed, on_generation=on_generation)
+        writer = _RunWriter(path, run_problem, algorithm, seed, callbacks=callbacks)
         result = search(problem, fresh, pop_size=pop_size, n_gen=n_gen, n_evals=n_evals, seed=seed,
-                        progress=progress, on_generation=writer)
+                        progress=progress, callbacks=[writer])
         result.algorithm = algorithm
     else:
         algo = _restore(path, state, problem, run_problem)
@@ -220,9 +219,9 @@ def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, re
         logger.info("resuming %s after generation %d (%d candidates)", path, state["generation"],
                     len(state["archive"]))
         writer = _RunWriter(path, run_problem, algorithm, seed, csv_size=csv_size, columns=state["csv_columns"],
-                            meta=state["meta"], n_rows=len(state["archive"]), on_generation=on_generation)
+                            meta=state["meta"], n_rows=len(state["archive"]), callbacks=callbacks)
         result = search(problem, algorithm, pop_size=pop_size, n_gen=n_gen, n_evals=n_evals, seed=seed,
-                        progress=progress, on_generation=writer,
+                        progress=progress, callbacks=[writer],
                         resume={"algorithm": algo, "archive": state["archive"]})
     writer.result_meta(problem)
     stored = SearchResult.from_meta(writer.meta, result.archive, space=result.space,
