@@ -26,6 +26,7 @@ from torch import nn
 
 from moprune.exceptions import DataError, MopruneError, MopruneValueError, invalid_value
 from moprune.io import atomic_path
+from moprune.validation import check_bool, check_int
 
 PathLike = Union[str, os.PathLike]
 """A file path: a string or a path object."""
@@ -287,11 +288,8 @@ def export_onnx(model: nn.Module, path: PathLike, example_input: torch.Tensor, *
         raise invalid_value("model", "a torch.nn.Module", type(model).__name__)
     if not isinstance(example_input, torch.Tensor):
         raise invalid_value("example_input", "a torch.Tensor", type(example_input).__name__)
-    if opset_version is not None and (isinstance(opset_version, bool) or not isinstance(opset_version, int)
-                                      or opset_version < 7):
-        raise invalid_value("opset_version", "None or an int >= 7", opset_version)
-    if not isinstance(dynamic_batch, bool):
-        raise invalid_value("dynamic_batch", "True or False", dynamic_batch)
+    check_int("opset_version", opset_version, low=7, allow_none=True)
+    check_bool("dynamic_batch", dynamic_batch)
     model.eval()
     kwargs = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset_version}
     if dynamic_batch:

@@ -132,9 +132,10 @@ def test_every_seed_follows_the_same_rule():
     assert messages == ["seed must be an int >= 0; got -1"] * 3
 
 
-def test_conflicting_arguments_raise_the_conflict_error_everywhere():
+def test_conflicting_arguments_raise_the_conflict_error_everywhere(tmp_path):
     from conftest_search import tiny_problem
     from moprune.algorithms import ALGORITHMS
+    from moprune.runs import prepare_run
     from moprune.scoring import WeightedScore, make_scoring
     from moprune.searching import search
 
@@ -145,6 +146,7 @@ def test_conflicting_arguments_raise_the_conflict_error_everywhere():
         lambda: ALGORITHMS.get("random")(problem, pop_size=4, scoring_options={"w_acc": 1.0}),
         lambda: make_scoring(WeightedScore(), w_acc=2.0),
         lambda: ALGORITHMS.get("two_step")(problem, pop_size=4, n_rounds=2, sampling="random"),
+        lambda: prepare_run(tmp_path / "run", {"model": "tiny"}, resume=True, force=True),
     ]
     for case in cases:
         with pytest.raises(ConflictingArgumentsError):

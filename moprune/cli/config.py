@@ -7,11 +7,11 @@ string naming something (model, space, algorithm, data) is resolved here, at the
 
 import importlib.util
 import inspect
-import numbers
 import os
 import sys
 
 from moprune.exceptions import MopruneError, MopruneValueError, invalid_value
+from moprune.validation import check_int, check_real, conflict
 
 try:  # Python >= 3.11
     import tomllib
@@ -118,14 +118,10 @@ def validate(config):
 
     config = dict(config)
     for key, minimum in _INTS.items():
-        value = config[key]
-        if value is None and key in _OPTIONAL:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise invalid_value(key, f"an int >= {minimum}", value)
+        check_int(key, config[key], low=minimum, allow_none=key in _OPTIONAL)
     if config["generations"] is not None and config["evaluations"] is not None:
-        raise invalid_value("generations, evaluations", "only one of them", (config["generations"],
-                                                                               config["evaluations"]))
+        raise conflict(("generations", "evaluations"), "at most one of them set",
+                       (config["generations"], config["evaluations"]))
     model = config["model"]
     if not isinstance(model, str):
         raise invalid_value("model", "a zoo model name or FILE.py:FACTORY", model)
@@ -159,8 +155,7 @@ def validate(config):
     if not isinstance(objectives, list) or not objectives or any(o not in OBJECTIVES for o in objectives):
         raise MopruneValueError(f"objectives must be names among: {', '.join(OBJECTIVES)}; got {objectives!r}")
     drop = config["max_accuracy_drop"]
-    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, numbers.Real) or not 0 <= drop <= 100):
-        raise invalid_value("max_accuracy_drop", "a number of accuracy points in [0, 100]", drop)
+    check_real("max_accuracy_drop", drop, low=0, high=100, allow_none=True, unit="accuracy points")
     if config["algorithm"] not in ALGORITHMS:
         raise MopruneValueError(f"unknown algorithm {config['algorithm']!r}; choose one of: "
                                 f"{', '.join(ALGORITHMS.names())}")

@@ -8,7 +8,8 @@ from typing import Union
 import numpy as np
 
 from moprune.data.splits import Splits, as_dataset
-from moprune.exceptions import DataError, invalid_value
+from moprune.exceptions import DataError
+from moprune.validation import check_int
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -65,8 +66,7 @@ def load_cifar10(folder: Union[str, "os.PathLike[str]"], *, val_size: int = 5_00
     parts = [_read_batch(os.path.join(folder, f"data_batch_{i}")) for i in range(1, 6)]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size < len(x):
-        raise invalid_value("val_size", f"an int in [1, {len(x) - 1}]", val_size)
+    check_int("val_size", val_size, low=1, high=len(x) - 1)
     test_x, test_y = _read_batch(os.path.join(folder, "test_batch"))
     cut = len(x) - val_size
     return Splits(as_dataset(x[:cut], y[:cut]), as_dataset(x[cut:], y[cut:]), as_dataset(test_x, test_y))

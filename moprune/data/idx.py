@@ -7,7 +7,8 @@ from typing import Union
 import numpy as np
 
 from moprune.data.splits import Splits, as_dataset
-from moprune.exceptions import DataError, invalid_value
+from moprune.exceptions import DataError
+from moprune.validation import check_int
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _FILES = {
@@ -77,8 +78,7 @@ def load_mnist_idx(folder: Union[str, "os.PathLike[str]"], *, val_size: int = 10
                 f"{_find(folder, _FILES[split + '_x'])}: images {x.shape} do not match labels {y.shape}"
             )
     n_train = len(arrays["train_x"])
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 < val_size < n_train:
-        raise invalid_value("val_size", f"an int in [1, {n_train - 1}]", val_size)
+    check_int("val_size", val_size, low=1, high=n_train - 1)
     x = arrays["train_x"][:, None]
     y = arrays["train_y"]
     cut = n_train - val_size

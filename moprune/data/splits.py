@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from moprune.exceptions import invalid_value
+from moprune.validation import check_int
 
 
 class Splits(NamedTuple):
@@ -43,8 +43,7 @@ def subset(dataset, n, *, generator=None):
         generator: Optional ``torch.Generator`` for a random (but reproducible) subset.
     """
     size = len(dataset)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size:
-        raise invalid_value("n", f"an int in [1, {size}]", n)
+    n = check_int("n", n, low=1, high=size)
     if generator is None:
         index = torch.arange(n)
     else:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from moprune.archive import SearchResult
 from moprune.exceptions import invalid_value
+from moprune.validation import check_bool
 
 __all__ = ["DEFAULT_OBJECTIVES", "genome_hash", "objective_matrix", "pareto_front", "to_frame"]
 
@@ -218,8 +219,7 @@ def pareto_front(result_or_frame: Union[SearchResult, pd.DataFrame], *, objectiv
     """
     df = _as_frame(result_or_frame, "result_or_frame")
     objectives = _resolve_objectives(df, objectives)
-    if not isinstance(feasible_only, bool):
-        raise invalid_value("feasible_only", "True or False", feasible_only)
+    check_bool("feasible_only", feasible_only)
     valid, F = _valid_rows(df, objectives, feasible_only)
     if len(valid):
         from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting

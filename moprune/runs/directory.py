@@ -9,6 +9,7 @@ from moprune.runs.config import CONFIG, PathLike, config_differences, read_confi
 from moprune.runs.evaluations import EVALUATIONS
 from moprune.runs.locking import LOCK, RunLockedError, acquire, held_here, release
 from moprune.runs.stored import GENOMES, LEGACY_RESULT, PROGRESS, RESULT
+from moprune.validation import conflict
 
 __all__ = ["PREVIOUS_EVALUATIONS", "REPORT_FILES", "RUN_FILES", "abandon_run", "prepare_run", "remove_temporary"]
 
@@ -69,7 +70,7 @@ def prepare_run(path: PathLike, config: Dict[str, Any], *, resume: bool = False,
     if not isinstance(config, dict):
         raise invalid_value("config", "a dict of settings", type(config).__name__)
     if resume and force:
-        raise invalid_value("resume, force", "at most one of them", (resume, force))
+        raise conflict(("resume", "force"), "at most one of them set", (resume, force))
     if resume and read_config(path) is None:
         raise MopruneError(f"there is no run to resume in {path!r} (no {CONFIG})")
     held_before = held_here(path) is not None

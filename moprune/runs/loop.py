@@ -25,6 +25,7 @@ from moprune.runs.evaluations import EVALUATIONS, append_rows, frame_rows, read_
 from moprune.runs.locking import RunLockedError, acquire, release
 from moprune.runs.stored import GENOMES, PROGRESS, is_finished, load_result, write_progress, write_result
 from moprune.searching import search
+from moprune.validation import conflict
 
 __all__ = ["run_search"]
 
@@ -121,7 +122,7 @@ def run_search(path: PathLike, problem: Any, algorithm: str, *, pop_size: int, n
     if not isinstance(algorithm, str):
         raise invalid_value("algorithm", f"a registered name, one of {ALGORITHMS.names()}", algorithm)
     if resume and restart:
-        raise invalid_value("resume, restart", "at most one of them", (resume, restart))
+        raise conflict(("resume", "restart"), "at most one of them set", (resume, restart))
     try:
         acquire(path)
     except RunLockedError as exc:

@@ -23,6 +23,7 @@ from moprune.space.base import Plan, Space, default_example_inputs
 from moprune.space.cost import CostModel, add_module_cost
 from moprune.space.graph import SLICEABLE, as_tuple, flatten_thop, is_depthwise, side_size, slice_module, trace
 from moprune.space.importance import channel_importance
+from moprune.validation import check_int
 
 _LOG = get_logger("space")
 ENCODINGS = ("binary", "ratio")
@@ -76,12 +77,9 @@ class ChannelSpace(Space):
             raise invalid_value("importance", f"one of {IMPORTANCES}", importance)
         if not isinstance(model, nn.Module):
             raise invalid_value("model", "a torch.nn.Module", type(model).__name__)
-        if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-            raise invalid_value("min_channels", "an int >= 1", min_channels)
-        if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-            raise invalid_value("round_to", "None or an int >= 1", round_to)
-        if isinstance(importance_batches, bool) or not isinstance(importance_batches, int) or importance_batches < 1:
-            raise invalid_value("importance_batches", "an int >= 1", importance_batches)
+        min_channels = check_int("min_channels", min_channels, low=1)
+        round_to = check_int("round_to", round_to, low=1, allow_none=True)
+        importance_batches = check_int("importance_batches", importance_batches, low=1)
         if importance == "taylor" and importance_data is None:
             raise invalid_value("importance_data", 'data (a tensor batch or a dataset) when importance="taylor"', None)
         example_inputs = default_example_inputs(model, example_inputs)
