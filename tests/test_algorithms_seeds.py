@@ -365,6 +365,15 @@ def test_two_step_reseeds_around_the_elite():
     assert 1 <= min(hamming) and np.mean(hamming) <= 4
 
 
+def test_two_step_passes_inner_options_through_search():
+    """``search(problem, "two_step", ..., **inner_options)`` reaches every round's inner algorithm."""
+    result, algorithm = run(fake_problem(binary=True), "two_step", pop_size=6, n_gen=4, crossover="single_point",
+                            mutation_rate=0.3)
+    mutation = algorithm.inner_algorithm.mating.mutation
+    assert result.n_evals > 6 and mutation.rate == 0.3
+    assert type(algorithm.inner_algorithm.mating.crossover).__name__ == "BinarySinglePointCrossover"
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
