@@ -3,6 +3,7 @@ import thop
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import zoo_params
 from moprune.data import Splits
 from moprune.exceptions import MopruneValueError
 from moprune.models import get_model, model_names, pretrained, weights_path
@@ -29,7 +30,7 @@ def test_lenet5_has_61470_weights_without_biases():
     assert weights == 61_470
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "lenet5", "lenet5_caffe", "vgg_small", "resnet8"])
+@pytest.mark.parametrize("name", zoo_params())
 def test_every_zoo_model_maps_mnist_images_to_ten_logits(name):
     model = get_model(name).eval()
     assert model(torch.zeros(3, *model.input_shape)).shape == (3, 10)
@@ -83,7 +84,7 @@ def test_pretrained_is_reproducible_and_keyed_by_recipe(tmp_path):
     c = pretrained("lenet5", data=data, cache=str(tmp_path / "a"), progress=False, epochs=1, batch_size=32, seed=1)
     assert torch.equal(a.fc3.weight, b.fc3.weight)
     assert not torch.equal(a.fc3.weight, c.fc3.weight)
-    assert len(list((tmp_path / "a" / "weights").iterdir())) == 2
+    assert len(list((tmp_path / "a" / "weights").glob("*.pt"))) == 2
 
 
 def test_baseline_cache_is_keyed_by_the_training_data():
@@ -114,7 +115,7 @@ def test_a_baseline_trained_on_other_data_is_not_reused(tmp_path, monkeypatch):
     pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
     pretrained("lenet5", data=data, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
     pretrained("lenet5", data=other, cache=str(tmp_path), progress=False, epochs=1, batch_size=32)
-    assert len(trained) == 2 and len(list((tmp_path / "weights").iterdir())) == 2
+    assert len(trained) == 2 and len(list((tmp_path / "weights").glob("*.pt"))) == 2
 
 
 def test_pretrained_rejects_unknown_recipe_keys(tmp_path):

@@ -120,7 +120,7 @@ def _hv(result):
     return HV(ref_point=np.array([1.0, 1.0]))(F)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_nsga2_beats_random_search_at_equal_budget(seed):
     nsga2 = search(tiny_problem(), "nsga2", pop_size=20, n_evals=300, seed=seed)
     random = search(tiny_problem(), "random", pop_size=20, n_evals=300, seed=seed)
