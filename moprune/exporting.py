@@ -147,6 +147,8 @@ def _rebuild(payload, template):
     if template is not None:
         model = copy.deepcopy(template)
     elif payload.get("factory") is not None:
+        if not isinstance(payload["factory"], str):
+            raise DataError(f"the export's model name is malformed: {payload['factory']!r}")
         from moprune.models.zoo import get_model
 
         try:
@@ -160,13 +162,21 @@ def _rebuild(payload, template):
             "pass model= an instance of the original (unpruned) architecture to load it into")
     names = dict(model.named_modules())
     for name, spec in payload["modules"].items():
-        if name not in names:
+        if not isinstance(name, str) or name not in names or not name:
             raise DataError(f"the export records a module {name!r} that the "
                             f"{type(model).__name__} architecture does not have")
-        _set_submodule(model, name, _build_module(spec))
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            raise DataError(f"the export's description of module {name!r} is malformed (expected a dict with a "
+                            f"'type'): {spec!r}")
+        try:
+            module = _build_module(spec)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise DataError(f"the export's description of module {name!r} is malformed ({type(exc).__name__}: "
+                            f"{exc})") from None
+        _set_submodule(model, name, module)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as exc:
         raise DataError(f"the exported weights do not fit the rebuilt {type(model).__name__}: {exc}") from None
     return model.eval()
 

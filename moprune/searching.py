@@ -6,6 +6,7 @@ Example:
     500
 """
 
+import inspect
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
@@ -19,11 +20,22 @@ from moprune.archive import SearchResult
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.problem import PruningProblem
-from moprune.validation import check_callable, check_int, check_pop_size, check_seed, conflict
+from moprune.validation import check_callable, check_int, check_seed, conflict
 
 logger = get_logger("search")
 
 _MAX_STALLS = 100
+
+
+def algorithm_options(name: str) -> list:
+    """The keyword options of registered algorithm ``name`` (its factory's, ``problem`` and ``pop_size`` aside).
+
+    Raises:
+        MopruneValueError: an unknown name (the message lists the registered ones).
+    """
+    params = inspect.signature(ALGORITHMS.get(name)).parameters
+    return sorted(p for p, v in params.items() if p not in ("problem", "pop_size")
+                  and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD))
 
 
 SearchCallback = Callable[[Algorithm, PruningProblem], Any]
@@ -94,7 +106,6 @@ def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused"
     else:
         n_evals = check_int("n_evals", n_evals, low=1)
         termination = MaximumFunctionCallTermination(n_evals)
-    pop_size = check_pop_size(pop_size)
     seed = check_seed(seed)
     if callable(callbacks) or isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, (list, tuple)):
         raise invalid_value("callbacks", "a list of callables callback(algorithm, problem)", callbacks)
@@ -119,7 +130,12 @@ def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused"
         name, algo = type(algorithm).__name__, algorithm
     elif isinstance(algorithm, str):
         name = algorithm
-        algo = ALGORITHMS.get(name)(problem, pop_size=pop_size, **options)
+        factory = ALGORITHMS.get(name)
+        unknown = sorted(set(options) - set(algorithm_options(name)))
+        if unknown:
+            raise TypeError(f"algorithm {name!r} has no option(s) {unknown}; its options are: "
+                            f"{', '.join(algorithm_options(name))}")
+        algo = factory(problem, pop_size=pop_size, **options)  # pop_size: checked by the algorithm
     else:
         raise invalid_value("algorithm", f"one of {ALGORITHMS.names()} or a pymoo Algorithm", algorithm)
 

@@ -7,7 +7,7 @@ from typing import Union
 
 import numpy as np
 
-from moprune.data.splits import Splits, as_dataset
+from moprune.data.splits import Splits, as_dataset, check_arrays
 from moprune.exceptions import DataError
 from moprune.validation import check_int
 
@@ -46,6 +46,7 @@ def _read_batch(path):
     labels = np.asarray(batch["labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataError(f"{path}: data {data.shape} and labels {labels.shape} are not N x 3072 and N")
+    check_arrays(data, labels, n_classes=10, where=path)
     return data.reshape(-1, 3, 32, 32), labels
 
 

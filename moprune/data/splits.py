@@ -26,6 +26,35 @@ def cache_dir():
     return os.environ.get("MOPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moprune")
 
 
+def check_arrays(images, labels, *, n_classes, where, image_shape=None):
+    """Check one split's arrays before they become a dataset.
+
+    Args:
+        images: ``N x ...`` array of images.
+        labels: ``N`` class indices.
+        n_classes: Labels must lie in ``[0, n_classes)``.
+        where: What to name in the message (the file and the split).
+        image_shape: The shape one image must have (``None``: any).
+
+    Raises:
+        DataError: a shape, a dtype or a label out of range, named with ``where``.
+    """
+    from moprune.exceptions import DataError
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    if labels.ndim != 1 or images.ndim < 2 or len(images) != len(labels):
+        raise DataError(f"{where}: images of shape {images.shape} and labels of shape {labels.shape} do not pair up "
+                        "(expected N x ... images and N labels)")
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        raise DataError(f"{where}: images have shape {tuple(images.shape[1:])}, expected {tuple(image_shape)}")
+    if images.dtype.kind not in "uif":
+        raise DataError(f"{where}: images have dtype {images.dtype}, expected numbers")
+    if labels.dtype.kind not in "ui":
+        raise DataError(f"{where}: labels have dtype {labels.dtype}, expected integer class indices")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{where}: labels range over [{labels.min()}, {labels.max()}], expected [0, {n_classes - 1}]")
+
+
 def as_dataset(images, labels):
     """Wrap uint8/float arrays as a float32 image / int64 label ``TensorDataset``."""
     images = torch.from_numpy(np.array(images))  # a writable copy, never a view of a file buffer

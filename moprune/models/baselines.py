@@ -65,6 +65,47 @@ def weights_path(name: str, recipe: Dict[str, Any], *, cache: Optional[str] = No
     return os.path.join(cache or cache_dir(), "weights", f"{name}-{digest}.pt")
 
 
+_CHECKSUM = ".sha256"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_cached(name, path):
+    """The cached baseline in ``path``, checked against its ``.sha256`` (when there is one).
+
+    Raises:
+        DataError: the file is truncated, empty, altered or not the weights of ``name``; the
+            message names it and says that deleting it makes the next call train it again.
+    """
+    import pickle
+    import zipfile
+
+    from moprune.exceptions import DataError
+
+    retrain = "delete it and the next run trains the baseline again (a few minutes)"
+    checksum = path + _CHECKSUM
+    if os.path.isfile(checksum):
+        with open(checksum, encoding="ascii", errors="replace") as f:
+            expected = f.read().strip()
+        if _sha256(path) != expected:
+            raise DataError(f"the cached baseline weights {path} are corrupt (their SHA-256 differs from the one "
+                            f"saved in {os.path.basename(checksum)}); {retrain}")
+    model = get_model(name)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
+            TypeError, AttributeError, IndexError, UnicodeDecodeError) as exc:
+        raise DataError(f"the cached baseline weights {path} are corrupt or truncated ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}); {retrain}") from None
+    return model.eval()
+
+
 def pretrained(name: str, *, data: Optional[Splits] = None, cache: Optional[str] = None, progress: bool = True,
                **recipe: Any) -> nn.Module:
     """Return the zoo model ``name`` trained on the training split, in eval mode.
@@ -92,9 +133,7 @@ def pretrained(name: str, *, data: Optional[Splits] = None, cache: Optional[str]
         data = load_mnist(cache=cache)
     path = weights_path(name, recipe, cache=cache, data=data)
     if os.path.isfile(path):
-        model = get_model(name)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
+        return _load_cached(name, path)
     generator = torch.Generator().manual_seed(recipe["seed"])
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching global state
         torch.manual_seed(recipe["seed"])
@@ -104,5 +143,8 @@ def pretrained(name: str, *, data: Optional[Splits] = None, cache: Optional[str]
         weight_decay=recipe["weight_decay"], generator=generator, progress=progress, desc=name)
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
+    with atomic_path(path + _CHECKSUM) as tmp:  # torch.load does not notice a flipped bit in a tensor
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(_sha256(path) + "\n")
     _log.info("saved %s baseline (val accuracy %.4f) to %s", name, evaluate(model, data.val), path)
     return model.eval()

@@ -33,8 +33,8 @@ from moprune.exceptions import MopruneError
 from moprune.io import atomic_path
 from moprune.runs.config import PathLike
 
-__all__ = ["CHECKPOINT", "KEY_FILE", "CheckpointError", "checkpoint_key", "key_path", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["CHECKPOINT", "KEY_FILE", "CheckpointError", "checkpoint_key", "key_path", "live_objects",
+           "load_checkpoint", "restart_hint", "rng_states", "save_checkpoint", "set_rng_states", "unpickle_algorithm"]
 
 CHECKPOINT = "checkpoint.pkl"
 KEY_FILE = "checkpoint.key"
@@ -142,6 +142,11 @@ class _Unpickler(pickle.Unpickler):
         if pid not in self._refs or self._refs[pid] is None:
             raise pickle.UnpicklingError(f"the checkpoint refers to {pid!r}, which this run does not have")
         return self._refs[pid]
+
+
+def unpickle_algorithm(data: bytes, refs: Dict[str, Any]) -> Any:
+    """The pymoo algorithm pickled in an (authenticated) checkpoint, bound to this run's live objects."""
+    return _Unpickler(io.BytesIO(data), refs).load()
 
 
 def live_objects(problem: Any, run_problem: Any) -> Dict[str, Any]:

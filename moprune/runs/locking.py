@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover - not POSIX: no protection against two w
 __all__ = ["LOCK", "RunLock", "RunLockedError", "acquire", "held_here", "lock_holder", "release"]
 
 LOCK = ".lock"
-_RETRIES = 5  # a reader's brief shared lock must not look like a running search
+_RETRIES = 10  # a reader's brief shared lock, or a holder about to write its PID, is waited for
+_PID_WIDTH = 20
 
 
 class RunLockedError(MopruneError):
@@ -120,7 +121,7 @@ def acquire(path: PathLike) -> RunLock:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             attempt += 1
-            if attempt < _RETRIES:
+            if attempt < _RETRIES and (pid is None or attempt < 3):
                 time.sleep(0.02)
                 continue
             raise RunLockedError(f"another process ({_describe(pid)}) is running a search in {path!r}",
@@ -133,8 +134,8 @@ def acquire(path: PathLike) -> RunLock:
         if same:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    # one fixed-width write, no truncation first: a reader never sees an empty or partial PID
+    os.pwrite(fd, f"{os.getpid():<{_PID_WIDTH}}\n".encode("ascii"), 0)
     os.fsync(fd)
     lock.fd = fd
     _HELD[_key(path)] = lock

@@ -1,6 +1,5 @@
 """The run loop: :func:`moprune.search` with CSV rows, a checkpoint and ``progress.json`` after every generation."""
 
-import io
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -12,19 +11,19 @@ from moprune.logging import get_logger
 from moprune.runs.checkpoint import (
     CHECKPOINT,
     CheckpointError,
-    _Unpickler,
     live_objects,
     load_checkpoint,
     restart_hint,
     save_checkpoint,
     set_rng_states,
+    unpickle_algorithm,
 )
 from moprune.runs.config import CONFIG, PathLike, read_config
 from moprune.runs.directory import PREVIOUS_EVALUATIONS, abandon_run, remove_temporary
 from moprune.runs.evaluations import EVALUATIONS, append_rows, frame_rows, read_evaluations, records_from_frame
 from moprune.runs.locking import RunLockedError, acquire, release
 from moprune.runs.stored import GENOMES, PROGRESS, is_finished, load_result, write_progress, write_result
-from moprune.searching import search
+from moprune.searching import algorithm_options, search
 from moprune.validation import conflict
 
 __all__ = ["run_search"]
@@ -196,6 +195,10 @@ def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, re
             evaluator.cache.put(record)
         logger.info("restarting %s with %d accuracies from its previous rows", path, len(records))
     state = load_checkpoint(path) if resume else None
+    unknown = sorted(set(options) - set(algorithm_options(algorithm)))
+    if unknown:
+        raise TypeError(f"algorithm {algorithm!r} has no option(s) {unknown}; its options are: "
+                        f"{', '.join(algorithm_options(algorithm))}")
     # the factory's algorithm: a fresh start, or only the source of the problem it searches
     fresh = ALGORITHMS.get(algorithm)(problem, pop_size=pop_size, **options)
     run_problem = getattr(fresh, "moprune_problem", None) or problem
@@ -234,7 +237,7 @@ def _run(path, problem, algorithm, *, pop_size, n_gen, n_evals, seed, resume, re
 def _restore(path, state, problem, run_problem):
     """Unpickle the checkpoint's algorithm onto ``problem`` and restore the evaluator and random states."""
     try:
-        algo = _Unpickler(io.BytesIO(state["algorithm"]), live_objects(problem, run_problem)).load()
+        algo = unpickle_algorithm(state["algorithm"], live_objects(problem, run_problem))
     except Exception as exc:
         raise CheckpointError(f"cannot resume from {os.path.join(path, CHECKPOINT)}: it does not fit this run "
                               f"({type(exc).__name__}: {exc}); {restart_hint(path)}") from None

@@ -177,16 +177,17 @@ def load_result(path: PathLike, *, space: Any = None, partial: bool = False) -> 
         raise MopruneError(f"{path!r} is not a moprune run directory (no {CONFIG})")
     if is_finished(path):
         return _load_finished(path, space)
+    if partial:
+        result = _load_progress(path, space)
+        if result is not None:
+            return result
     if os.path.isfile(os.path.join(path, LEGACY_RESULT)):
         raise MopruneError(f"the run in {path!r} was written by an older moprune: its result is a pickle "
                            f"({LEGACY_RESULT}), which moprune no longer reads, since unpickling runs code; "
                            f"its {EVALUATIONS} is plain data (moprune.runs.read_evaluations)")
-    holder = lock_holder(path)
     if partial:
-        result = _load_progress(path, space)
-        if result is None:
-            raise MopruneError(f"the run in {path!r} has not finished a generation yet")
-        return result
+        raise MopruneError(f"the run in {path!r} has not finished a generation yet")
+    holder = lock_holder(path)
     if holder is not None:
         who = f"PID {holder}" if holder > 0 else "another process"
         raise MopruneError(f"the run in {path!r} is still running ({who}); see its progress so far with: "
