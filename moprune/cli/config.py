@@ -172,11 +172,9 @@ def validate(config):
 
 def algorithm_option_names(name):
     """The keyword options of a registered algorithm's factory (``problem`` and ``pop_size`` aside)."""
-    from moprune.algorithms import ALGORITHMS
+    from moprune.searching import algorithm_options
 
-    params = inspect.signature(ALGORITHMS.get(name)).parameters
-    return sorted(p for p, v in params.items() if p not in ("problem", "pop_size")
-                  and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD))
+    return algorithm_options(name)
 
 
 def _check_data(spec):
