@@ -30,12 +30,20 @@ _MAX_STALLS = 100
 def algorithm_options(name: str) -> list:
     """The keyword options of registered algorithm ``name`` (its factory's, ``problem`` and ``pop_size`` aside).
 
+    A factory that passes the options it does not name on to other registered algorithms says so
+    in its ``passes_options_to`` attribute (``two_step`` to its inner ``nsga2`` or ``ga``); their
+    options count too.
+
     Raises:
         MopruneValueError: an unknown name (the message lists the registered ones).
     """
-    params = inspect.signature(ALGORITHMS.get(name)).parameters
-    return sorted(p for p, v in params.items() if p not in ("problem", "pop_size")
-                  and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD))
+    factory = ALGORITHMS.get(name)
+    params = inspect.signature(factory).parameters
+    names = {p for p, v in params.items() if p not in ("problem", "pop_size")
+             and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)}
+    for inner in getattr(factory, "passes_options_to", ()):  # e.g. two_step's **inner_options
+        names |= set(algorithm_options(inner))
+    return sorted(names)
 
 
 SearchCallback = Callable[[Algorithm, PruningProblem], Any]

@@ -360,6 +360,9 @@ def make_two_step(problem, *, pop_size, inner="nsga2", n_rounds=2, reseed_rate=0
     return bind_problem(algorithm, getattr(probe, "moprune_problem", None) or problem)
 
 
+make_two_step.passes_options_to = INNER  # its **inner_options are the inner algorithm's (see algorithm_options)
+
+
 def _train_subset(evaluator):
     """The evaluator's training subset, or ``None`` (no evaluator, no data, or data detached)."""
     try:
