@@ -221,8 +221,9 @@ def load_checkpoint(path: PathLike) -> Optional[Dict[str, Any]]:
         data = f.read()
     head = len(MAGIC) + 2 * hashlib.sha256().digest_size + 1
     if not data.startswith(MAGIC) or len(data) < head or data[head - 1:head] != b"\n":
-        raise CheckpointError(_refused(path, "it is not an authenticated moprune checkpoint (made by another "
-                                             "program, by moprune < 0.2, or damaged); it was not unpickled"))
+        raise CheckpointError(_refused(path, "it is not an authenticated moprune checkpoint (it is corrupt or "
+                                             "truncated, was made by an older moprune, or is no checkpoint at "
+                                             "all); it was not unpickled"))
     mac, payload = data[len(MAGIC):head - 1], data[head:]
     key = checkpoint_key(create=False)
     if key is None:
