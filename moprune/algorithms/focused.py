@@ -29,7 +29,7 @@ from moprune.operators.pruning import (
     SweepSampling,
 )
 from moprune.problem import FocusedProblem, bind_problem
-from moprune.validation import check_int, check_pop_size
+from moprune.validation import check_int, check_pop_size, check_probability
 
 DEFAULT_BAND = 5.0
 """Accuracy points below the base the default search focuses on."""
@@ -105,7 +105,7 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, si
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
         sampling=SweepSampling(sweep_fraction=sweep_fraction),
-        crossover=GroupUniformCrossover(prob=crossover_prob),
+        crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
         repair=space.repair(),
         eliminate_duplicates=eliminator,
