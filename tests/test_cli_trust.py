@@ -175,6 +175,22 @@ def test_reading_commands_never_unpickle_a_crafted_file(run, tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_model_code_that_came_with_a_run_is_not_imported(run, tmp_path, capsys, monkeypatch):
+    import json
+
+    marker = tmp_path / "pwned"
+    out = copy_run(run, tmp_path)
+    (out / "evil.py").write_text(f"open({str(marker)!r}, 'w')\ndef lenet():\n    pass\n")
+    config = json.loads((out / "config.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    for model in (f"{out}/evil.py:lenet", "copy/evil.py:lenet"):
+        (out / "config.json").write_text(json.dumps({**config, "model": model}))
+        for command in ("export", "retrain"):
+            code, _, err = cli(capsys, command, out, "--output", tmp_path / "m.pt")
+            clear_error(code, err, "evil.py", "it does not run code that came with a run directory")
+    assert not marker.exists()
+
+
 def test_a_corrupt_checkpoint_offers_a_restart_that_keeps_the_rows(run, tmp_path, capsys):
     out = copy_run(run, tmp_path)
     for name in ("result.json", "genomes.npz"):
@@ -245,6 +261,20 @@ def test_an_algorithm_option_is_named_in_its_error(setup, capsys, tmp_path):
     code, _, err = cli(capsys, *search_args(setup, tmp_path / "r", "--algo-option", "crossover_prob=7"))
     clear_error(code, err, "crossover_prob must be a probability in [0, 1]; got 7")
     assert not (tmp_path / "r").exists()
+
+
+def test_every_algorithm_names_a_bad_crossover_prob():
+    import inspect
+
+    from conftest_search import tiny_problem
+    from moprune.algorithms import ALGORITHMS
+    from moprune.exceptions import MopruneValueError
+
+    names = [n for n in ALGORITHMS.names() if "crossover_prob" in inspect.signature(ALGORITHMS.get(n)).parameters]
+    assert "nsga2" in names
+    for name in names:
+        with pytest.raises(MopruneValueError, match=r"^crossover_prob must be a probability in \[0, 1\]; got 7$"):
+            ALGORITHMS.get(name)(tiny_problem(), pop_size=8, crossover_prob=7)
 
 
 def test_output_paths_are_checked_before_any_work(run, capsys, tmp_path):

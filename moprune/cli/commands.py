@@ -108,7 +108,25 @@ def cfg_read(path):
     config = read_config(path)
     if config is None:
         raise MopruneError(f"{path!r} is not a moprune run directory (no config.json)")
+    _check_model_code(path, config.get("model"))
     return cfg.validate({**cfg.DEFAULTS, **config})
+
+
+def _check_model_code(path, model):
+    """Refuse to import model code that may have come with a run directory someone shared.
+
+    A run made with ``--model FILE.py:FACTORY`` stores the file's absolute path; rebuilding the
+    model (``retrain``, ``export``) imports it. A relative path (moprune never writes one) or a
+    file inside the run directory is code that came with the run, not the user's own.
+    """
+    if not isinstance(model, str) or ":" not in model or not model.rsplit(":", 1)[0].endswith(".py"):
+        return
+    file = model.rsplit(":", 1)[0]
+    inside = os.path.realpath(file).startswith(os.path.realpath(path) + os.sep)
+    if not os.path.isabs(file) or inside:
+        raise MopruneError(f"the run in {path!r} names model code {file!r} "
+                           f"{'inside the run directory' if inside else 'by a relative path'}, which moprune "
+                           "did not write: it does not run code that came with a run directory")
 
 
 def _rebuild(path, *, progress=False):
