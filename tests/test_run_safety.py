@@ -226,6 +226,25 @@ def test_restart_from_csv_reuses_the_accuracies_and_keeps_the_rows(tmp_path):
     assert archive_key(load_result(path).archive) == archive_key(result.archive)
 
 
+def test_a_second_restart_keeps_the_rows_of_both(tmp_path):
+    ref = finished_run(tmp_path / "ref")
+    path = tmp_path / "cut"
+    interrupted_run(path, generation=1)
+    first = read_evaluations(path, decode=False)
+    (path / CHECKPOINT).write_bytes(b"garbage")
+    with pytest.raises(Interrupt):
+        run_search(path, tiny_problem(), "nsga2", restart=True, callbacks=[interrupt_after(2)], **RUN)
+    second = read_evaluations(path, decode=False)
+    (path / CHECKPOINT).write_bytes(b"garbage")
+    problem = tiny_problem()
+    result = run_search(path, problem, "nsga2", restart=True, **RUN)
+    kept = read_evaluations(path, file=PREVIOUS_EVALUATIONS, decode=False)
+    assert len(kept) == len(first) + len(second) == 12 + 18
+    assert set(kept["plan_key"]) == set(first["plan_key"]) | set(second["plan_key"])
+    assert archive_key(result.archive, with_cache=False) == archive_key(ref.archive, with_cache=False)
+    assert all(e.cached for e in result.archive[:18])
+
+
 def test_restart_needs_rows(tmp_path):
     path = tmp_path / "run"
     prepare_run(path, CONFIG_A)

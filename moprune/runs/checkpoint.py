@@ -104,7 +104,8 @@ def checkpoint_key(*, create: bool = True) -> Optional[bytes]:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-key-", dir=folder)  # mkstemp creates it with mode 0600
     try:
-        os.fchmod(fd, 0o600)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
         os.write(fd, (secrets.token_bytes(_KEY_BYTES).hex() + "\n").encode("ascii"))
         os.fsync(fd)
         os.close(fd)

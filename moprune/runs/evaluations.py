@@ -16,7 +16,7 @@ import pandas as pd
 
 from moprune.archive import Evaluation, SearchResult
 from moprune.evaluation.cache import EvalRecord
-from moprune.exceptions import MopruneError
+from moprune.exceptions import MopruneError, invalid_value
 from moprune.results import to_frame
 from moprune.runs.config import PathLike
 
@@ -45,8 +45,6 @@ def decode_genome(text: str) -> np.ndarray:
     Raises:
         MopruneValueError: ``text`` is neither a string of ``0``/``1`` nor ``;``-separated numbers.
     """
-    from moprune.exceptions import invalid_value
-
     text = str(text)
     if text and set(text) <= {"0", "1"}:
         return np.array([c == "1" for c in text], dtype=bool)

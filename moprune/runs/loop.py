@@ -7,6 +7,7 @@ import pandas as pd
 
 from moprune.archive import SearchResult
 from moprune.exceptions import MopruneError, invalid_value
+from moprune.io import atomic_path
 from moprune.logging import get_logger
 from moprune.runs.checkpoint import (
     CHECKPOINT,
@@ -156,8 +157,6 @@ def _restart_records(path: str) -> list:
                            "with --force")
     rows = pd.concat(frames) if len(frames) > 1 else frames[0]
     if len(frames) > 1:  # an earlier restart: keep every row measured so far in one file
-        from moprune.io import atomic_path
-
         with atomic_path(os.path.join(path, PREVIOUS_EVALUATIONS)) as tmp:
             rows.to_csv(tmp)
         os.remove(os.path.join(path, EVALUATIONS))
