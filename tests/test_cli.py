@@ -73,7 +73,7 @@ def test_train_prints_validation_and_test_accuracy(tmp_path):
     match = re.search(r"validation accuracy ([\d.]+)%.*test accuracy ([\d.]+)%", proc.stdout)
     assert match, proc.stdout
     assert float(match.group(1)) > 90 and float(match.group(2)) > 90
-    assert len(os.listdir(tmp_path / "weights")) == 1
+    assert len(list((tmp_path / "weights").glob("*.pt"))) == 1
 
 
 # ----------------------------------------------------------------------------- a tiny run
