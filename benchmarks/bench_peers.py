@@ -24,7 +24,7 @@ optimizer's own overhead). ``uniform`` is left out of the equal-time table (it s
 Then, with ``--retrain``: for seed 0 of each model, the smallest candidate of the default search
 within ``--pick-drop`` points of the base at or below each MACs target (about 10% and 5%) and
 the uniform model with the nearest MACs are retrained with the same budget (``--retrain-epochs``
-on the training split, distilled from the base model); their test accuracy is reported.
+on the training split, no distillation); their test accuracy is reported.
 
 Run (from the repository root; Optuna comes with ``pip install -e ".[bench]"``)::
 
@@ -176,7 +176,7 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
         for name, entry in (("moprune", pick), ("uniform", uni)):
             torch.manual_seed(seed)
             done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs,
-                                   distill_weight=0.5, seed=seed)
+                                   seed=seed)
             rows.append({"model": f"{model_name}:{encoding}", "target_macs": target, "method": name,
                          "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
                          "test_accuracy": done.test_accuracy})

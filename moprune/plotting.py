@@ -21,6 +21,7 @@ __all__ = [
     "plot_kept_channels",
     "plot_layer_macs",
     "plot_pareto",
+    "plot_retrained_front",
 ]
 
 MACS_LABEL = "MACs (ratio to base)"
@@ -64,13 +65,15 @@ def pareto_frame(data, *, objectives=("error", "macs")):
     return out
 
 
-def plot_pareto(data, *, pick=None, objectives=("error", "macs"), ax=None):
+def plot_pareto(data, *, pick=None, objectives=("error", "macs"), log_macs=False, zoom=None, ax=None):
     """Accuracy against MACs ratio: every evaluated candidate faded, the front as a step line.
 
     Args:
         data: A SearchResult or a frame from :func:`moprune.results.to_frame`.
         pick: A row from :func:`moprune.results.pick` to mark (optional).
         objectives: Objectives of the drawn front.
+        log_macs: Draw the MACs axis on a log scale (small models get the room they need).
+        zoom: Show only accuracies within this many points below the base (``None``: all).
         ax: Axes to draw on (default: a new figure).
 
     Returns:
@@ -94,9 +97,58 @@ def plot_pareto(data, *, pick=None, objectives=("error", "macs"), ax=None):
     base = points.attrs.get("base_accuracy")
     if base is not None and np.isfinite(base):
         ax.plot([1.0], [base], marker="X", color="k", markersize=10, linestyle="none", label="base model")
+    _scale_axes(ax, log_macs=log_macs, zoom=zoom, top=points["accuracy"].max() if len(points) else None, base=base)
     ax.set_xlabel(MACS_LABEL)
     ax.set_ylabel(ACCURACY_LABEL)
     ax.legend(loc="lower right")
+    return ax
+
+
+def _scale_axes(ax, *, log_macs, zoom, top, base):
+    if not isinstance(log_macs, bool):
+        raise invalid_value("log_macs", "True or False", log_macs)
+    if log_macs:
+        ax.set_xscale("log")
+    if zoom is not None:
+        if isinstance(zoom, bool) or not isinstance(zoom, (int, float)) or not 0 < zoom <= 100:
+            raise invalid_value("zoom", "None or accuracy points in (0, 100]", zoom)
+        if base is None or not np.isfinite(base):
+            raise invalid_value("zoom", "None when the data carry no base accuracy", zoom)
+        high = max(base, top if top is not None and np.isfinite(top) else base)
+        ax.set_ylim(base - zoom / 100.0, high + 0.1 * zoom / 100.0)
+
+
+def plot_retrained_front(retrained, *, search=None, log_macs=True, zoom=None, ax=None):
+    """The front after retraining next to the one found during search, and the base model.
+
+    Args:
+        retrained: The frame from :func:`moprune.retrain_front`.
+        search: The run's SearchResult or frame, to draw its search-time front too (optional).
+        log_macs: Draw the MACs axis on a log scale.
+        zoom: Show only accuracies within this many points below the base (``None``: all).
+        ax: Axes to draw on (default: a new figure).
+
+    Returns:
+        The Axes: validation accuracy against MACs ratio, one line per stage.
+    """
+    if not isinstance(retrained, pd.DataFrame) or not {"macs_ratio", "accuracy", "search_accuracy"} <= set(
+            retrained.columns):
+        raise invalid_value("retrained", "the DataFrame from moprune.retrain_front", type(retrained).__name__)
+    ax = _axes(ax)
+    if search is not None:
+        front = pareto_front(search).sort_values("macs_ratio")
+        ax.step(front["macs_ratio"], front["accuracy"], where="post", color="0.6", alpha=0.7,
+                label="front during search (validation subset)")
+    r = retrained.sort_values("macs_ratio")
+    ax.plot(r["macs_ratio"], r["search_accuracy"], "o", color="0.4", markersize=5, label="retrained points, before")
+    ax.plot(r["macs_ratio"], r["accuracy"], "o-", color="C0", markersize=6, label="after retraining (validation)")
+    base = retrained.attrs.get("base_val_accuracy")
+    if base is not None and np.isfinite(base):
+        ax.plot([1.0], [base], marker="X", color="k", markersize=10, linestyle="none", label="base model")
+    _scale_axes(ax, log_macs=log_macs, zoom=zoom, top=r["accuracy"].max(), base=base)
+    ax.set_xlabel(MACS_LABEL)
+    ax.set_ylabel(ACCURACY_LABEL)
+    ax.legend(loc="lower right", fontsize="small")
     return ax
 
 

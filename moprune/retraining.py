@@ -237,7 +237,7 @@ def front_points(front, n_points):
 
 
 def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn.Module], n_points: int = 8,
-                  epochs: int = 1, distill_weight: float = 0.5, max_drop: Optional[float] = None, max_macs: Optional[float] = None,
+                  epochs: int = 1, distill_weight: float = 0.0, max_drop: Optional[float] = None, max_macs: Optional[float] = None,
                   out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0, progress: bool = False,
                   **fit_options: Any) -> pd.DataFrame:
     """Retrain points of a search's Pareto front and return the front users get after retraining.

@@ -60,7 +60,7 @@ the search (``run_search`` keeps its last checkpoint).
 """
 
 
-def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused", *, pop_size: int = 40,
+def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused", *, pop_size: int = 20,
            n_gen: Optional[int] = None, n_evals: Optional[int] = None, seed: int = 0,
            callbacks: Sequence[SearchCallback] = (), progress: bool = False,
            resume: Optional[Dict[str, Any]] = None, **options: Any) -> SearchResult:

@@ -171,6 +171,24 @@ def test_retrain_prints_accuracy_and_reduction_and_exports(run_a):
 
 
 @pytest.mark.slow
+def test_retrain_front_writes_the_retrained_front(run_a):
+    out, _ = run_a
+    proc = run_cli("retrain", out, "--front", "3", "--epochs", "1", "--train-samples", "1000", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(out / "retrained_front.csv", index_col="eval")
+    front = pd.read_csv(out / "pareto.csv", index_col="eval") if (out / "pareto.csv").exists() else None
+    assert 1 <= len(frame) <= 3 and frame["macs_ratio"].is_monotonic_increasing
+    assert frame[["accuracy", "test_accuracy", "search_accuracy"]].stack().between(0, 1).all()
+    if front is not None:
+        assert frame.index.isin(front.index).all()
+    for eval_id, path in frame["path"].items():
+        assert os.path.isfile(path) and re.search(rf"^{eval_id}\s", proc.stdout, re.M)
+    assert (out / "retrained_front.png").stat().st_size > 1000
+    proc = run_cli("retrain", out, "--front", "0", "--quiet")
+    assert proc.returncode == 2 and "--front" in proc.stderr
+
+
+@pytest.mark.slow
 def test_export_writes_the_picked_model_and_onnx(run_a, tmp_path):
     out, _ = run_a
     target = tmp_path / "m.pt"

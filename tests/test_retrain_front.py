@@ -71,6 +71,7 @@ def test_pick_on_a_retrained_front_uses_retrained_validation(searched):
     assert tight["accuracy_drop"] <= max(tight_drop, 0.0) + 1e-9
 
 
+@pytest.mark.slow
 def test_retrain_front_filters_and_bad_input(searched):
     data, model, result = searched
     front = moprune.pareto_front(result)

@@ -74,8 +74,8 @@ class FocusedNSGA2(NSGA2):
 
 
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sigma=0.3, final_sigma=0.1,
-                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3,
+                 final_sigma=0.1, swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -84,6 +84,7 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, si
         band: Accuracy drop in points the search focuses on (``None``: the whole front). With
             the problem's own ``max_accuracy_drop``, the smaller of the two.
         sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
+        sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
         swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
         crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
@@ -104,7 +105,7 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, si
     algorithm = FocusedNSGA2(
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
-        sampling=SweepSampling(sweep_fraction=sweep_fraction),
+        sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs),
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
         repair=space.repair(),

@@ -86,7 +86,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"moprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="the embedded demo: NSGA-II on mnist_cnn's channels, knee, retrain")
+    p = sub.add_parser("demo", help="the embedded demo: search mnist_cnn's channels, retrain small front models, keep the best")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--force", action="store_true", help="start over even if the folder holds a demo run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -402,6 +402,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
     import torch
 
     from moprune.data import Splits, subset
@@ -527,7 +528,7 @@ DEMO_CONFIG = {
     "model": "mnist_cnn",
     "space": "channels",
     "encoding": "binary",
-    "algorithm": "nsga2",
+    "algorithm": "focused",
     "pop_size": 20,
     "generations": 12,
     "seed": 0,
@@ -539,11 +540,18 @@ DEMO_CONFIG = {
 """The demo's search: settings over :data:`moprune.cli.config.DEFAULTS`."""
 
 DEMO_RETRAIN_EPOCHS = 1
+DEMO_FRONT_POINTS = 4
+DEMO_SEARCH_DROP = 2.0
+"""Front points retrained by the demo: the small models within this many points during search."""
+DEMO_MAX_MACS = 0.2
+DEMO_PICK_DROP = 0.3
+"""The demo delivers the smallest retrained model within this many validation points of the base."""
 
 
 def cmd_demo(args):
     from moprune.models import DEFAULT_RECIPE, weights_path
-    from moprune.runs import prepare_run, read_config
+    from moprune.results import pick
+    from moprune.runs import config_differences, prepare_run, read_config
 
     # candidates are evaluated on one thread (DEMO_CONFIG["threads"]); the baseline training
     # and the retraining keep torch's default, which is faster for them on an idle machine
@@ -551,11 +559,10 @@ def cmd_demo(args):
     out = args.out
     config = cfg.resolve(dict(DEMO_CONFIG))
     stored = read_config(out)
-    from moprune.runs import config_differences
-
     resume = stored is not None and not args.force and not config_differences(stored, config)
-    print(f"moprune demo: NSGA-II over the channels of the mnist_cnn baseline, {config['pop_size']} x "
-          f"{config['generations']} candidates, then the knee retrained {DEMO_RETRAIN_EPOCHS} epoch; "
+    print(f"moprune demo: the default search over the channels of the mnist_cnn baseline, {config['pop_size']} x "
+          f"{config['generations']} candidates, then {DEMO_FRONT_POINTS} small front models retrained "
+          f"{DEMO_RETRAIN_EPOCHS} epoch each and the smallest within {DEMO_PICK_DROP} points of the base kept; "
           f"everything in {out}")
     if not os.path.isfile(weights_path("mnist_cnn", DEFAULT_RECIPE)):
         print(f"first run: training the mnist_cnn baseline ({DEFAULT_RECIPE['epochs']} epochs on 50,000 images, "
@@ -566,9 +573,16 @@ def cmd_demo(args):
     front = write_report(out, result)
     print(f"Pareto front ({len(front)} points):")
     _print_table(front_table(front))
-    args.method, args.max_drop, args.target_macs, args.pick_weights = "knee", None, None, None
-    retrained = retrain_picked(out, args, epochs=DEMO_RETRAIN_EPOCHS, quiet=args.quiet)
-    print(f"demo done in {time.perf_counter() - start:.0f} s: test accuracy "
-          f"{100 * retrained.test_accuracy:.2f}% with {100 * (1 - retrained.macs_ratio):.1f}% fewer MACs "
-          f"(plots in {out}/pareto.png and {out}/convergence.png)")
+    frame = retrain_front_of_run(out, n_points=DEMO_FRONT_POINTS, epochs=DEMO_RETRAIN_EPOCHS,
+                                 max_drop=DEMO_SEARCH_DROP, max_macs=DEMO_MAX_MACS, quiet=args.quiet)
+    try:
+        row = pick(frame, "max_drop", max_drop=DEMO_PICK_DROP)
+    except MopruneValueError:  # none within the drop after retraining: the most accurate one
+        row = frame.loc[frame["accuracy"].idxmax()]
+    print(f"picked after retraining: eval {row.name}, the smallest model within {DEMO_PICK_DROP} validation points "
+          f"of the base (or the most accurate): {row['path']}")
+    print(f"demo done in {time.perf_counter() - start:.0f} s: test accuracy {100 * row['test_accuracy']:.2f}% "
+          f"(base {100 * frame.attrs['base_test_accuracy']:.2f}%) with {100 * row['macs_ratio']:.2f}% of the MACs "
+          f"and {100 * row['params_ratio']:.2f}% of the parameters (plots in {out}/pareto.png and "
+          f"{out}/{RETRAINED_FRONT}.png)")
     return 0
