@@ -1,6 +1,5 @@
 """Shared test helpers (kept small: each test file builds what it needs)."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -8,15 +7,14 @@ from moprune.models import get_model
 
 ZOO = ("mnist_cnn", "lenet5", "lenet5_caffe", "vgg_small", "resnet8")
 
-FAST_ZOO = ("lenet5",)
-"""The zoo model whole-network checks run on in the fast tests; the others take seconds each and
-are marked ``slow`` where a test runs over the zoo (``lenet5`` has convolutions, pooling and the
-flatten -> Linear coupling every model has)."""
 
+def pytest_configure(config):
+    """Tests run torch on one thread.
 
-def zoo_params(names=ZOO):
-    """``names`` as pytest parameters, all but :data:`FAST_ZOO` marked ``slow``."""
-    return [name if name in FAST_ZOO else pytest.param(name, marks=pytest.mark.slow) for name in names]
+    Their models are tiny, and on a shared 2-core CPU a second thread makes them several times
+    slower; no result depends on the thread count (the evaluator's ``num_threads`` is tested).
+    """
+    torch.set_num_threads(1)
 
 
 def randomized_zoo_model(name, seed=0):

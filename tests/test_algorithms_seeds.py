@@ -466,16 +466,15 @@ def _real_problem(model, kind, encoding):
     return PruningProblem(space, evaluator, objectives=("error", "macs"), max_accuracy_drop=5.0)
 
 
-REAL = [  # (algorithm, space, encoding, n_evals, options); the fake-space tests above cover the same loops
-    pytest.param("genecai", "channels", "ratio", 100, {}, marks=pytest.mark.slow, id="genecai"),
-    pytest.param("threshold_ga", "channels", "binary", 40, {"n_parents": 4}, marks=pytest.mark.slow,
-                 id="threshold_ga"),
-    pytest.param("sa", "weights", "mask", 40, {"layerwise": True}, id="sa"),
-    pytest.param("two_step", "channels", "binary", 40, {}, marks=pytest.mark.slow, id="two_step"),
+REAL = [  # (algorithm, space, encoding, n_evals, options)
+    ("genecai", "channels", "ratio", 100, {}),
+    ("threshold_ga", "channels", "binary", 40, {"n_parents": 4}),
+    ("sa", "weights", "mask", 40, {"layerwise": True}),
+    ("two_step", "channels", "binary", 40, {}),
 ]
 
 
-@pytest.mark.parametrize("name, kind, encoding, n_evals, options", REAL)
+@pytest.mark.parametrize("name, kind, encoding, n_evals, options", REAL, ids=[r[0] for r in REAL])
 def test_real_network_budget_determinism_and_progress(tiny_mlp, name, kind, encoding, n_evals, options):
     runs, skips = [], []
     for _ in range(2):

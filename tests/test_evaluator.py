@@ -231,9 +231,13 @@ def test_pickle_drops_data_deepcopy_shares_it():
 
 def test_num_threads_is_restored():
     before = torch.get_num_threads()
-    ev = Evaluator(VAL, n_samples=None, num_threads=1)
-    ev.evaluate(TinySpace(tiny_model()), _genomes(6, 1))
-    assert torch.get_num_threads() == before
+    seen = []
+    space = TinySpace(tiny_model())
+    materialize = space.materialize
+    space.materialize = lambda plan: seen.append(torch.get_num_threads()) or materialize(plan)
+    other = 2 if before == 1 else 1
+    Evaluator(VAL, n_samples=None, num_threads=other).evaluate(space, _genomes(6, 1))
+    assert seen == [other] and torch.get_num_threads() == before
 
 
 def test_evaluate_checks_the_population_shape():

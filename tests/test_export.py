@@ -101,7 +101,7 @@ X = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 
 # ------------------------------------------------------------------------------------ export
 
-@pytest.mark.parametrize("builder", [pruned_mnist_cnn, pytest.param(pruned_resnet8, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("builder", [pruned_mnist_cnn, pruned_resnet8])
 def test_reloaded_export_gives_identical_outputs(tmp_path, builder):
     model = builder()
     path = tmp_path / "pruned.pt"

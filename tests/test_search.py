@@ -120,7 +120,7 @@ def _hv(result):
     return HV(ref_point=np.array([1.0, 1.0]))(F)
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_nsga2_beats_random_search_at_equal_budget(seed):
     nsga2 = search(tiny_problem(), "nsga2", pop_size=20, n_evals=300, seed=seed)
     random = search(tiny_problem(), "random", pop_size=20, n_evals=300, seed=seed)
@@ -226,7 +226,6 @@ def test_genomes_are_arrays_of_the_space():
     assert all(e.genome.shape == (H1 + H2,) and e.genome.dtype == bool for e in result.archive)
 
 
-@pytest.mark.slow
 def test_channel_space_end_to_end_on_mnist_cnn():
     """Integration with the real ChannelSpace: mnist_cnn with random weights, synthetic images."""
     import torch

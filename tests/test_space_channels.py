@@ -14,7 +14,7 @@ from pymoo.core.population import Population
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from conftest import ZOO, randomized_zoo_model, zoo_params
+from conftest import ZOO, randomized_zoo_model
 from moprune.exceptions import MopruneError, MopruneValueError
 from moprune.space import ChannelSpace, Plan
 
@@ -68,7 +68,7 @@ def thop_counts(model, shape):
 
 
 @pytest.mark.parametrize("encoding", ["binary", "ratio"])
-@pytest.mark.parametrize("name", zoo_params())
+@pytest.mark.parametrize("name", ZOO)
 def test_materialized_equals_zeroed_base_and_cost_equals_thop(name, encoding):
     space = space_for(name, encoding=encoding)
     x = torch.randn(3, *space.model.input_shape, generator=torch.Generator().manual_seed(1))

@@ -8,7 +8,7 @@ import thop
 import torch
 from torch import nn
 
-from conftest import randomized_zoo_model, zoo_params
+from conftest import ZOO, randomized_zoo_model
 from moprune.exceptions import MopruneValueError
 from moprune.space import Plan, WeightSpace
 
@@ -38,7 +38,7 @@ def sparse_macs(model, space, dense):
 
 
 @pytest.mark.parametrize("encoding", ["ratio", "mask"])
-@pytest.mark.parametrize("name", zoo_params())
+@pytest.mark.parametrize("name", ZOO)
 def test_costs_match_the_masked_model(name, encoding):
     model = randomized_zoo_model(name)
     space = WeightSpace(model, encoding=encoding)
