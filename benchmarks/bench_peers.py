@@ -21,10 +21,10 @@ the base accuracy. Each at equal evaluations (all ``N``) and at equal wall time 
 candidates finished within the shortest method's wall time for that seed; time includes the
 optimizer's own overhead). ``uniform`` is left out of the equal-time table (it stops early).
 
-Then, with ``--retrain``: for seed 0 of each model, the smallest candidate of the default search
-within ``--pick-drop`` points of the base at or below each MACs target (about 10% and 5%) and
+Then, with ``--retrain``: for the first seed of each model, the most accurate candidate of the
+default search at or below each MACs target (about 10% and 5%; ``pick(..., "target_macs")``) and
 the uniform model with the nearest MACs are retrained with the same budget (``--retrain-epochs``
-on the training split, no distillation); their test accuracy is reported.
+at ``--retrain-lr`` on the training split, no distillation); their test accuracy is reported.
 
 Run (from the repository root; Optuna comes with ``pip install -e ".[bench]"``)::
 
@@ -161,21 +161,19 @@ def wins(df, equal):
     return pd.DataFrame(out)
 
 
-def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, pick_drop, epochs, seed):
+def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed):
     """Test accuracy after equal retraining: the default's picks vs the uniform model at similar MACs."""
     rows = []
-    base_acc = runs["moprune"]["base_accuracy"]
     uniform_archive = runs["uniform"]["archive"]
     for target in targets:
-        cands = [e for e in runs["moprune"]["archive"] if np.isfinite(e.accuracy) and e.macs_ratio <= target
-                 and 100 * (base_acc - e.accuracy) <= pick_drop]
+        cands = [e for e in runs["moprune"]["archive"] if np.isfinite(e.accuracy) and e.macs_ratio <= target]
         if not cands:
             continue
-        pick = min(cands, key=lambda e: (e.macs_ratio, -e.accuracy))
+        pick = max(cands, key=lambda e: (e.accuracy, -e.macs_ratio))  # moprune.pick's "target_macs"
         uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
         for name, entry in (("moprune", pick), ("uniform", uni)):
             torch.manual_seed(seed)
-            done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs,
+            done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs, lr=lr,
                                    seed=seed)
             rows.append({"model": f"{model_name}:{encoding}", "target_macs": target, "method": name,
                          "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
@@ -196,7 +194,7 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
-    parser.add_argument("--pick-drop", type=float, default=1.0)
+    parser.add_argument("--retrain-lr", type=float, default=0.01)
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     args = parser.parse_args(argv)
@@ -230,7 +228,7 @@ def main(argv=None):
                 rows.append({"model": spec, "method": method, "seed": seed, "equal": "time", "wall": budget, **m})
             if args.retrain and seed == args.seeds[0] and "uniform" in runs and "moprune" in runs:
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
-                                              args.pick_drop, args.retrain_epochs, seed)
+                                              args.retrain_epochs, args.retrain_lr, seed)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),

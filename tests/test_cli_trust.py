@@ -496,7 +496,9 @@ def test_ctrl_c_at_start_up_and_later_is_a_message_not_a_traceback(setup, tmp_pa
     time.sleep(0.8)  # the libraries are still loading
     early.send_signal(signal.SIGINT)
     _, err = early.communicate(timeout=120)
-    assert early.returncode == 130 and err.startswith("moprune: interrupted") and "Traceback" not in err, err
+    # 130, or killed by the SIGINT itself when it lands while the interpreter shuts down (seen under load)
+    assert early.returncode in (130, -signal.SIGINT), (early.returncode, err)
+    assert err.startswith("moprune: interrupted") and "Traceback" not in err, err
     out = tmp_path / "later"
     later = popen_cli(*search_args(setup, out, "--finetune-steps", "20", "--train-samples", "500", generations=400))
     deadline = time.time() + 300

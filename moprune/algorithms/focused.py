@@ -17,11 +17,13 @@ crowding, tournament selection) and changes what it is fed:
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
 
+import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import invalid_value
+from moprune.operators.binary import _progress
 from moprune.operators.pruning import (
     GroupUniformCrossover,
     KeepRatioMutation,
@@ -60,13 +62,28 @@ class FocusedNSGA2(NSGA2):
             return None
         return off
 
+    band_after = 0.0
+    """Fraction of the budget spent before the accuracy band applies (the front is searched whole before)."""
+
     def _initialize_advance(self, infills=None, **kwargs):
         self._remember(infills)
+        self._apply_band(infills)
         super()._initialize_advance(infills=infills, **kwargs)
 
     def _advance(self, infills=None, **kwargs):
         self._remember(infills)
+        self._apply_band(self.pop if infills is None else Population.merge(self.pop, infills))
         return super()._advance(infills=infills, **kwargs)
+
+    def _apply_band(self, pop):
+        """Switch the band constraint on once ``band_after`` of the budget is spent."""
+        if pop is None or self.problem.n_ieq_constr == 0:
+            return
+        active = _progress(self) >= self.band_after
+        for ind in pop:
+            raw = ind.data.setdefault("band_G", np.array(ind.G, dtype=float, copy=True))
+            ind.G = raw if active else np.minimum(raw, 0.0)
+            ind.CV = None  # pymoo recomputes the violation from G
 
     def _remember(self, infills):
         if infills is not None and isinstance(self.eliminate_duplicates, PlanDuplicateElimination):
@@ -74,7 +91,7 @@ class FocusedNSGA2(NSGA2):
 
 
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3,
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3,
                  final_sigma=0.1, swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
@@ -83,6 +100,8 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sw
         pop_size: Population size.
         band: Accuracy drop in points the search focuses on (``None``: the whole front). With
             the problem's own ``max_accuracy_drop``, the smaller of the two.
+        band_after: Fraction of the budget in [0, 1) spent on the whole front before the band
+            applies (cheap small models explored early widen the front's low-accuracy end).
         sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
         sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
@@ -111,4 +130,5 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, sweep_fraction=0.3, sw
         repair=space.repair(),
         eliminate_duplicates=eliminator,
     )
+    algorithm.band_after = check_probability("band_after", band_after)
     return bind_problem(algorithm, view)

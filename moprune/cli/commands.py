@@ -433,12 +433,11 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     print(f"retrained {len(frame)} front point(s), {epochs} epoch(s) each on {len(data.train):,} images "
           f"(base model: validation {100 * base_val:.2f}%, test {100 * base_test:.2f}%):")
     table = pd.DataFrame({
-        "eval": frame.index,
-        "MACs %": (100 * frame["macs_ratio"]).round(2).to_numpy(),
-        "search val %": (100 * frame["search_accuracy"]).round(2).to_numpy(),
-        "retrained val %": (100 * frame["accuracy"]).round(2).to_numpy(),
-        "test %": (100 * frame["test_accuracy"]).round(2).to_numpy(),
-    })
+        "MACs %": (100 * frame["macs_ratio"]).round(2),
+        "search val %": (100 * frame["search_accuracy"]).round(2),
+        "retrained val %": (100 * frame["accuracy"]).round(2),
+        "test %": (100 * frame["test_accuracy"]).round(2),
+    }, index=frame.index)
     _print_table(table)
     print(f"wrote {path}/{RETRAINED_FRONT}.csv, {path}/{RETRAINED_FRONT}.png and the models in {path}/front/")
     return frame
@@ -543,7 +542,8 @@ DEMO_RETRAIN_EPOCHS = 1
 DEMO_FRONT_POINTS = 4
 DEMO_SEARCH_DROP = 2.0
 """Front points retrained by the demo: the small models within this many points during search."""
-DEMO_MAX_MACS = 0.2
+DEMO_MAX_MACS = 0.1
+DEMO_RETRAIN_LR = 0.01
 DEMO_PICK_DROP = 0.3
 """The demo delivers the smallest retrained model within this many validation points of the base."""
 
@@ -573,7 +573,7 @@ def cmd_demo(args):
     front = write_report(out, result)
     print(f"Pareto front ({len(front)} points):")
     _print_table(front_table(front))
-    frame = retrain_front_of_run(out, n_points=DEMO_FRONT_POINTS, epochs=DEMO_RETRAIN_EPOCHS,
+    frame = retrain_front_of_run(out, n_points=DEMO_FRONT_POINTS, epochs=DEMO_RETRAIN_EPOCHS, lr=DEMO_RETRAIN_LR,
                                  max_drop=DEMO_SEARCH_DROP, max_macs=DEMO_MAX_MACS, quiet=args.quiet)
     try:
         row = pick(frame, "max_drop", max_drop=DEMO_PICK_DROP)
