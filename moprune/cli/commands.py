@@ -425,7 +425,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
                           progress=not quiet)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
         frame.drop(columns=["genome"]).to_csv(tmp)
-    ax = plot_retrained_front(frame, search=result, log_macs=True)
+    ax = plot_retrained_front(frame, search=result, log_macs=True, zoom=5.0)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".png")) as tmp:
         ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(ax.figure)
@@ -538,7 +538,7 @@ DEMO_CONFIG = {
 }
 """The demo's search: settings over :data:`moprune.cli.config.DEFAULTS`."""
 
-DEMO_RETRAIN_EPOCHS = 1
+DEMO_RETRAIN_EPOCHS = 2
 DEMO_FRONT_POINTS = 4
 DEMO_SEARCH_DROP = 2.0
 """Front points retrained by the demo: the small models within this many points during search."""
@@ -562,7 +562,7 @@ def cmd_demo(args):
     resume = stored is not None and not args.force and not config_differences(stored, config)
     print(f"moprune demo: the default search over the channels of the mnist_cnn baseline, {config['pop_size']} x "
           f"{config['generations']} candidates, then {DEMO_FRONT_POINTS} small front models retrained "
-          f"{DEMO_RETRAIN_EPOCHS} epoch each and the smallest within {DEMO_PICK_DROP} points of the base kept; "
+          f"{DEMO_RETRAIN_EPOCHS} epoch(s) each and the smallest within {DEMO_PICK_DROP} points of the base kept; "
           f"everything in {out}")
     if not os.path.isfile(weights_path("mnist_cnn", DEFAULT_RECIPE)):
         print(f"first run: training the mnist_cnn baseline ({DEFAULT_RECIPE['epochs']} epochs on 50,000 images, "
