@@ -298,34 +298,31 @@ class PruningProblem(Problem):
                 f"max_accuracy_drop={self.max_accuracy_drop})")
 
 
-class ScalarizedProblem(PruningProblem):
-    """Single-objective view of a :class:`PruningProblem`: ``F = -score`` (see ``scalarized``).
+class ProblemView(PruningProblem):
+    """A problem that an algorithm searches in place of a :class:`PruningProblem` it views.
+
+    Space, evaluator, archive, generation, base accuracy and constraint live on the parent, so
+    every candidate still lands in the parent's archive; subclasses change only what the
+    algorithm sees (:class:`ScalarizedProblem`, :class:`FocusedProblem`).
 
     Attributes:
         parent: The multi-objective problem it views.
-        scoring: The :class:`moprune.scoring.Scoring`.
     """
 
-    def __init__(self, parent, scoring):
-        if isinstance(parent, ScalarizedProblem):
-            parent = parent.parent
+    @staticmethod
+    def root(problem):
+        """The :class:`PruningProblem` behind ``problem`` (itself when it is not a view)."""
+        return problem.parent if isinstance(problem, ProblemView) else problem
+
+    def _view(self, parent, *, n_obj, n_ieq_constr):
         self.parent = parent
-        self.scoring = scoring
-        Problem.__init__(self, n_var=parent.n_var, n_obj=1, n_ieq_constr=parent.n_ieq_constr,
+        Problem.__init__(self, n_var=parent.n_var, n_obj=n_obj, n_ieq_constr=n_ieq_constr,
                          xl=parent.xl, xu=parent.xu, vtype=parent.vtype, elementwise=False)
 
-    # shared state lives on the parent
     space = property(lambda self: self.parent.space)
     evaluator = property(lambda self: self.parent.evaluator)
     max_accuracy_drop = property(lambda self: self.parent.max_accuracy_drop)
-
-    @property
-    def objectives(self):
-        return (SCORE_OBJECTIVE,)
-
-    @property
-    def result_objectives(self):
-        return tuple(self.parent.objectives) + (SCORE_OBJECTIVE,)
+    base_accuracy = property(lambda self: self.parent.base_accuracy)
 
     @property
     def archive(self):
@@ -343,13 +340,31 @@ class ScalarizedProblem(PruningProblem):
     def generation(self, value):
         self.parent.generation = value
 
-    @property
-    def base_accuracy(self):
-        return self.parent.base_accuracy
-
     def rebase(self, model, plan, *, drop_cache=True):
         """Rebase the parent problem's space (see :meth:`PruningProblem.rebase`); this view follows it."""
         return self.parent.rebase(model, plan, drop_cache=drop_cache)
+
+
+class ScalarizedProblem(ProblemView):
+    """Single-objective view of a :class:`PruningProblem`: ``F = -score`` (see ``scalarized``).
+
+    Attributes:
+        parent: The multi-objective problem it views.
+        scoring: The :class:`moprune.scoring.Scoring`.
+    """
+
+    def __init__(self, parent, scoring):
+        parent = self.root(parent)
+        self.scoring = scoring
+        self._view(parent, n_obj=1, n_ieq_constr=parent.n_ieq_constr)
+
+    @property
+    def objectives(self):
+        return (SCORE_OBJECTIVE,)
+
+    @property
+    def result_objectives(self):
+        return tuple(self.parent.objectives) + (SCORE_OBJECTIVE,)
 
     def score(self, m):
         """Scores (higher is better) of :meth:`measure`'s output."""
@@ -366,7 +381,7 @@ class ScalarizedProblem(PruningProblem):
         return f"ScalarizedProblem({self.parent!r}, scoring={self.scoring!r})"
 
 
-class FocusedProblem(PruningProblem):
+class FocusedProblem(ProblemView):
     """A view of a :class:`PruningProblem` that steers a search to the models users pick from.
 
     Two changes, seen only by the algorithm: cost objectives (``macs``, ``params``,
@@ -386,38 +401,14 @@ class FocusedProblem(PruningProblem):
     """
 
     def __init__(self, parent, band):
-        if isinstance(parent, (ScalarizedProblem, FocusedProblem)):
-            parent = parent.parent
-        self.parent = parent
+        parent = self.root(parent)
         self.band = check_real("band", band, low=0.0, high=100.0, allow_none=True, unit="accuracy points")
         if self.band is not None and "error" not in parent.objectives:
             raise invalid_value("band", "None when 'error' is not an objective", band)
-        Problem.__init__(self, n_var=parent.n_var, n_obj=parent.n_obj,
-                         n_ieq_constr=0 if self.band is None else 1,
-                         xl=parent.xl, xu=parent.xu, vtype=parent.vtype, elementwise=False)
+        self._view(parent, n_obj=parent.n_obj, n_ieq_constr=0 if self.band is None else 1)
 
-    space = property(lambda self: self.parent.space)
-    evaluator = property(lambda self: self.parent.evaluator)
-    max_accuracy_drop = property(lambda self: self.parent.max_accuracy_drop)
     objectives = property(lambda self: self.parent.objectives)
     result_objectives = property(lambda self: self.parent.objectives)
-    base_accuracy = property(lambda self: self.parent.base_accuracy)
-
-    @property
-    def archive(self):
-        return self.parent.archive
-
-    @archive.setter
-    def archive(self, value):
-        self.parent.archive = value
-
-    @property
-    def generation(self):
-        return self.parent.generation
-
-    @generation.setter
-    def generation(self, value):
-        self.parent.generation = value
 
     def search_values(self, m):
         """``(F, G)`` the algorithm sees for :meth:`measure`'s output (``G`` is ``None`` without a band)."""
