@@ -295,8 +295,8 @@ def test_mutation_rate_follows_the_run_progress(budget, monkeypatch):
     from moprune.operators import binary
 
     seen = []
-    original = binary._progress
-    monkeypatch.setattr(binary, "_progress", lambda algorithm: seen.append(original(algorithm)) or seen[-1])
+    original = binary.run_progress
+    monkeypatch.setattr(binary, "run_progress", lambda algorithm: seen.append(original(algorithm)) or seen[-1])
     search(tiny_problem(), "nsga2", pop_size=10, seed=0, **budget)
     assert sorted(set(np.round(seen, 6))) == [0.2, 0.4, 0.6, 0.8]
 

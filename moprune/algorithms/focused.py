@@ -23,7 +23,7 @@ from pymoo.core.population import Population
 
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import invalid_value
-from moprune.operators.binary import _progress
+from moprune.operators.binary import run_progress
 from moprune.operators.pruning import (
     GroupUniformCrossover,
     KeepRatioMutation,
@@ -38,12 +38,16 @@ DEFAULT_BAND = 5.0
 
 
 class FocusedNSGA2(NSGA2):
-    """NSGA-II that remembers every plan it evaluated and never asks for one again.
+    """NSGA-II that never asks twice for a plan it evaluated, and can start its band late.
 
     When the plans left near the population run out (small spaces, late in a run), the missing
     offspring are drawn without that check, as plain NSGA-II would (they are then served by the
-    evaluator's cache).
+    evaluator's cache). The accuracy band (the view's constraint) applies once ``band_after`` of
+    the budget is spent; before, every candidate counts as within it.
     """
+
+    band_after = 0.0
+    """Fraction of the budget spent before the accuracy band applies."""
 
     def _infill(self):
         eliminator = self.eliminate_duplicates
@@ -62,9 +66,6 @@ class FocusedNSGA2(NSGA2):
             return None
         return off
 
-    band_after = 0.0
-    """Fraction of the budget spent before the accuracy band applies (the front is searched whole before)."""
-
     def _initialize_advance(self, infills=None, **kwargs):
         self._remember(infills)
         self._apply_band(infills)
@@ -79,7 +80,7 @@ class FocusedNSGA2(NSGA2):
         """Switch the band constraint on once ``band_after`` of the budget is spent."""
         if pop is None or self.problem.n_ieq_constr == 0:
             return
-        active = _progress(self) >= self.band_after
+        active = run_progress(self) >= self.band_after
         for ind in pop:
             raw = ind.data.setdefault("band_G", np.array(ind.G, dtype=float, copy=True))
             ind.G = raw if active else np.minimum(raw, 0.0)
@@ -91,8 +92,8 @@ class FocusedNSGA2(NSGA2):
 
 
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3,
-                 final_sigma=0.1, swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_fraction=0.3, sweep_min_macs=0.002,
+                 sigma=0.3, final_sigma=0.1, swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:

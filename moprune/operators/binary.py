@@ -83,7 +83,7 @@ class BinaryRandomSampling(Sampling):
         return random_state.random((n_samples, problem.n_var)) < rate
 
 
-def _progress(algorithm):
+def run_progress(algorithm):
     """Fraction of the run done, in [0, 1], read from the algorithm's termination."""
     termination = getattr(algorithm, "termination", None)
     perc = getattr(termination, "perc", 0.0) if termination is not None else 0.0
@@ -126,7 +126,7 @@ class AdaptiveBitflipMutation(Mutation):
 
     def _do(self, problem, X, *args, random_state=None, algorithm=None, **kwargs):
         X = np.asarray(X, dtype=bool)
-        rate = self.current_rate(problem.n_var, _progress(algorithm))
+        rate = self.current_rate(problem.n_var, run_progress(algorithm))
         flip = random_state.random(X.shape) < rate
         return np.logical_xor(X, flip)
 

@@ -24,7 +24,7 @@ from pymoo.core.mutation import Mutation
 from pymoo.core.sampling import Sampling
 
 from moprune.exceptions import invalid_value
-from moprune.operators.binary import _progress
+from moprune.operators.binary import run_progress
 from moprune.validation import check_probability, check_real
 
 __all__ = ["GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination", "SweepSampling",
@@ -159,7 +159,7 @@ class KeepRatioMutation(Mutation):
         X = np.array(X, dtype=bool if binary else np.float64, copy=True)
         order = space.keep_order() if binary else None
         ratios = space.group_ratios(X)
-        sigma = self.current_sigma(_progress(algorithm))
+        sigma = self.current_sigma(run_progress(algorithm))
         for i in range(len(X)):
             chosen = random_state.random(n_groups) < 1.0 / n_groups
             chosen[random_state.integers(n_groups)] = True
