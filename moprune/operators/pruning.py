@@ -256,9 +256,14 @@ class PlanDuplicateElimination(DuplicateElimination):
         self.check_seen = True
 
     def key(self, individual):
-        """Plan key of a pymoo ``Individual`` (or a genome)."""
-        x = individual.X if hasattr(individual, "X") else individual
-        return _plan_key(self.space, x)
+        """Plan key of a pymoo ``Individual`` (remembered in its ``data``) or of a genome."""
+        if not hasattr(individual, "X"):
+            return _plan_key(self.space, individual)
+        key = individual.data.get("plan_key")
+        if key is None or individual.data.get("plan_key_of") is not individual.X:
+            key = individual.data["plan_key"] = _plan_key(self.space, individual.X)
+            individual.data["plan_key_of"] = individual.X
+        return key
 
     def remember(self, pop):
         """Add the plans of ``pop`` (a pymoo ``Population``) to :attr:`seen`."""
