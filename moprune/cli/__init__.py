@@ -59,7 +59,7 @@ def _add_search_options(p):
     p.add_argument("--objectives", default=S, help="comma-separated, default error,macs")
     p.add_argument("--max-accuracy-drop", dest="max_accuracy_drop", type=float, default=S,
                    help="constraint in accuracy points")
-    p.add_argument("--algorithm", choices=ALGORITHMS.names(), default=S, help="default nsga2")
+    p.add_argument("--algorithm", choices=ALGORITHMS.names(), default=S, help="default focused (NSGA-II with pruning-aware operators)")
     p.add_argument("--algo-option", action="append", default=None, metavar="KEY=VALUE",
                    help="an option of the algorithm's factory (repeatable)")
     p.add_argument("--pop-size", dest="pop_size", type=int, default=S, help=f"default {DEFAULTS['pop_size']}")
