@@ -218,6 +218,17 @@ def tiny_splits(n_train=1024, n_eval=256, seed=0):
     return Splits(make(n_train), make(n_eval), make(n_eval))
 
 
+def trained_lenet5(data, *, epochs):
+    """LeNet-5 (seeded) trained ``epochs`` on ``data.train`` (a :func:`tiny_splits`), in eval mode."""
+    from moprune.train import fit
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = get_model("lenet5")
+    fit(model, data.train, epochs=epochs, batch_size=64, generator=torch.Generator().manual_seed(0), progress=False)
+    return model.eval()
+
+
 class FakeSpace:
     """The only part of the Space interface retrain uses: ``materialize(genome)``."""
 

@@ -182,19 +182,12 @@ def test_search_defaults_to_focused():
 @pytest.mark.slow
 def test_focused_finds_smaller_accurate_models_than_nsga2_on_a_trained_cnn():
     """On a real channel space (LeNet-5 trained on a toy task), at equal evaluations."""
-    import torch
-    from test_export import tiny_splits
+    from test_export import tiny_splits, trained_lenet5
 
     import moprune
-    from moprune.models import get_model
 
     data = tiny_splits(n_train=512, n_eval=256)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = get_model("lenet5").eval()
-    moprune.fit(model, data.train, epochs=2, batch_size=64, generator=torch.Generator().manual_seed(0),
-                progress=False)
-    model.eval()
+    model = trained_lenet5(data, epochs=2)
     space = ChannelSpace(model, encoding="binary")
     best = {}
     for name in ("focused", "nsga2"):

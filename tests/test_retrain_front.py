@@ -3,12 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from test_export import tiny_splits
+from test_export import tiny_splits, trained_lenet5
 
 import moprune
 from moprune.exceptions import MopruneValueError
-from moprune.models import get_model
 from moprune.retraining import front_points, retrain_front
 
 
@@ -25,12 +23,7 @@ def test_front_points_spread_on_log_macs_and_keep_the_ends():
 @pytest.fixture(scope="module")
 def searched():
     data = tiny_splits(n_train=256, n_eval=128)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = get_model("lenet5").eval()
-    moprune.fit(model, data.train, epochs=1, batch_size=64, generator=torch.Generator().manual_seed(0),
-                progress=False)
-    model.eval()
+    model = trained_lenet5(data, epochs=1)
     space = moprune.ChannelSpace(model, encoding="ratio")
     problem = moprune.PruningProblem(space, moprune.Evaluator(data.val, n_samples=None, num_threads=1))
     result = moprune.search(problem, "random", pop_size=8, n_evals=24, seed=0)
