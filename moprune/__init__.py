@@ -36,7 +36,7 @@ _EXPORTS = {
     "RetrainResult": "moprune.retraining", "retrain": "moprune.retraining", "retrain_front": "moprune.retraining",
     "search": "moprune.searching",
     "ChannelSpace": "moprune.space", "Plan": "moprune.space", "Space": "moprune.space",
-    "WeightSpace": "moprune.space",
+    "WeightSpace": "moprune.space", "LowRankSpace": "moprune.space", "LowRankChannelSpace": "moprune.space",
     "evaluate": "moprune.train", "finetune": "moprune.train", "fit": "moprune.train",
 }
 
@@ -66,13 +66,15 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from moprune.results import compare, hypervolume, pareto_front, pick, to_frame
     from moprune.retraining import RetrainResult, retrain, retrain_front
     from moprune.searching import search
-    from moprune.space import ChannelSpace, Plan, Space, WeightSpace
+    from moprune.space import ChannelSpace, LowRankChannelSpace, LowRankSpace, Plan, Space, WeightSpace
     from moprune.train import evaluate, finetune, fit
 
 __all__ = [
     "ChannelSpace",
     "Evaluation",
     "Evaluator",
+    "LowRankChannelSpace",
+    "LowRankSpace",
     "MopruneError",
     "MopruneValueError",
     "Plan",

@@ -52,7 +52,8 @@ def _check_batchnorm(space, evaluator):
     statistics, pruned candidates collapse and the search ranks noise. With the default
     ``bn_recalibration="auto"`` the evaluator needs training data to re-estimate them.
     """
-    if getattr(evaluator, "bn_recalibration", None) != "auto" or not isinstance(space, ChannelSpace):
+    prunes = isinstance(space, ChannelSpace) or getattr(space, "prunes_channels", False)
+    if getattr(evaluator, "bn_recalibration", None) != "auto" or not prunes:
         return  # unstructured masks keep every channel: the statistics stay meaningful
     if evaluator.train_subset is None and has_batchnorm(space.model):
         raise invalid_value(
@@ -194,7 +195,7 @@ class PruningProblem(Problem):
         return (m["drop"] - self.max_accuracy_drop).reshape(-1, 1)
 
     def as_genomes(self, X: np.ndarray) -> np.ndarray:
-        """Genomes as an ``n x n_var`` array of the space's type (bool or float); one genome gives ``n = 1``.
+        """Genomes as an ``n x n_var`` array of the space's type (bool, int64 or float); one genome gives ``n = 1``.
 
         Archive entries store genomes in this form, so ``as_genomes(x)[0].tobytes()`` identifies
         a genome among them.
@@ -204,6 +205,9 @@ class PruningProblem(Problem):
             X = X.reshape(1, -1)
         if self.space.vtype is bool:
             return X.astype(bool)
+        if self.space.vtype is int and np.issubdtype(X.dtype, np.number) and np.isfinite(X).all() \
+                and (np.rint(X) == X).all():
+            return X.astype(np.int64)  # non-integer values stay float: the space names them
         return X.astype(float)
 
     def latest_evaluations(self, X: np.ndarray) -> List[Optional[Evaluation]]:

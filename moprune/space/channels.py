@@ -10,7 +10,7 @@ through these index maps, and its cost is a few numpy products over kept-channel
 import copy
 import hashlib
 import warnings
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -415,6 +415,35 @@ class ChannelSpace(Space):
         macs, params = self._cost.evaluate(kept)
         return {"macs": macs, "params": params, "macs_ratio": macs / self.base_macs,
                 "params_ratio": params / self.base_params, "sparsity": removed.sum(axis=1) / self.n_genes}
+
+    def kept_channels(self, X: np.ndarray, layers: Iterable[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        """Input and output sizes each genome leaves to Conv/Linear ``layers`` (no network run).
+
+        Args:
+            X: A genome or an ``n x n_var`` population.
+            layers: Qualified names of Conv/Linear modules of the model.
+
+        Returns:
+            ``{name: (in_sizes, out_sizes)}``, int arrays of length ``n``: kept input channels
+            (a Linear after a flatten: input features) and kept output channels.
+
+        Raises:
+            MopruneValueError: a name that is not a Conv/Linear module of the model.
+        """
+        mask = self._masks(self.check_population(X))
+        out = {}
+        for name in layers:
+            module = self._modules.get(name)
+            if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                raise invalid_value("layers", "qualified names of Conv/Linear modules of the model", name)
+            sizes = []
+            for side in ("in", "out"):
+                full = side_size(module, side)
+                entry = self._slices.get((name, side))
+                removed = 0 if entry is None else (~mask[:, entry[1]]).sum(axis=1)
+                sizes.append(np.full(len(mask), full, dtype=np.int64) - removed)
+            out[name] = (sizes[0], sizes[1])
+        return out
 
     def keep_order(self) -> Optional[np.ndarray]:
         """Binary encoding: each channel's importance rank within its group (0 = most important)."""
