@@ -24,7 +24,7 @@ from moprune.version import __version__
 _EXPORTS = {
     "Evaluation": "moprune.archive", "SearchResult": "moprune.archive",
     "Splits": "moprune.data", "load_cifar10": "moprune.data", "load_mnist": "moprune.data",
-    "load_mnist_idx": "moprune.data",
+    "load_mnist_idx": "moprune.data", "fetch_fashion_mnist": "moprune.data", "load_fashion_mnist": "moprune.data",
     "Evaluator": "moprune.evaluation",
     "MopruneError": "moprune.exceptions", "MopruneValueError": "moprune.exceptions",
     "export": "moprune.exporting", "export_onnx": "moprune.exporting", "load": "moprune.exporting",
@@ -56,7 +56,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from moprune.archive import Evaluation, SearchResult
-    from moprune.data import Splits, load_cifar10, load_mnist, load_mnist_idx
+    from moprune.data import Splits, fetch_fashion_mnist, load_cifar10, load_fashion_mnist, load_mnist, load_mnist_idx
     from moprune.evaluation import Evaluator
     from moprune.exceptions import MopruneError, MopruneValueError
     from moprune.exporting import export, export_onnx, load
@@ -90,12 +90,14 @@ __all__ = [
     "export",
     "export_onnx",
     "finetune",
+    "fetch_fashion_mnist",
     "fit",
     "get_logger",
     "get_model",
     "hypervolume",
     "load",
     "load_cifar10",
+    "load_fashion_mnist",
     "load_mnist",
     "load_mnist_idx",
     "model_names",

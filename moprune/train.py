@@ -56,7 +56,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         lr: float = 0.05, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
         weight_decay: float = 5e-4, schedule: str = "cosine", teacher: Optional[nn.Module] = None,
         distill_weight: float = 0.0, temperature: float = 4.0, generator: Optional[torch.Generator] = None,
-        progress: bool = True, desc: str = "train") -> float:
+        progress: bool = True, desc: str = "train", augment: Optional[str] = None) -> float:
     """Train ``model`` in place with cross-entropy (optionally distilled from ``teacher``).
 
     Args:
@@ -76,6 +76,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         generator: ``torch.Generator`` for the shuffling; same generator state, same result.
         progress: Show a tqdm bar (it switches itself off when stderr is not a terminal).
         desc: Label of the progress bar.
+        augment: ``None``, ``"flip"`` or ``"flip+crop"``: augment every training batch with
+            :func:`moprune.data.augment.augment_batch`, drawing from ``generator``.
 
     Returns:
         The mean training loss of the last epoch.
@@ -87,6 +89,10 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
     check_choice("schedule", schedule, ("cosine", "constant"))
     check_real("distill_weight", distill_weight, low=0, high=1)
     check_choice("optimizer", optimizer, _OPTIMIZERS)
+    if augment is not None:
+        from moprune.data.augment import AUGMENTATIONS, augment_batch
+
+        check_choice("augment", augment, AUGMENTATIONS)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -103,6 +109,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
             model.train()
             running, seen = 0.0, 0
             for x, y in batches(dataset, batch_size, shuffle=True, generator=generator):
+                if augment is not None:
+                    x = augment_batch(x, augment, generator=generator)
                 logits = model(x)
                 loss = criterion(logits, y)
                 if teacher is not None and distill_weight > 0:

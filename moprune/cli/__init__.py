@@ -1,4 +1,4 @@
-"""The ``moprune`` command line: search, report, pick, retrain, export, compare, demo, train.
+"""The ``moprune`` command line: search, report, pick, retrain, export, compare, demo, train, data.
 
 Every subcommand is a small function in :mod:`moprune.cli.commands`; settings of a search are
 resolved in :mod:`moprune.cli.config`. Exit codes: 0 success, 2 bad input (unknown names and
@@ -50,7 +50,8 @@ def _add_search_options(p):
     p.add_argument("--model", default=S,
                    help=f"zoo model or FILE.py:FACTORY (default {DEFAULTS['model']})")
     p.add_argument("--weights", default=S, help="state_dict file of the model (default: the cached baseline)")
-    p.add_argument("--data", default=S, help="mnist (default), mnist-idx:FOLDER or cifar10:FOLDER")
+    p.add_argument("--data", default=S,
+                   help="mnist (default), fashion-mnist, fashion-mnist:FOLDER, mnist-idx:FOLDER or cifar10:FOLDER")
     p.add_argument("--baseline-epochs", dest="baseline_epochs", type=int, default=S,
                    help="epochs of the zoo baseline when no --weights (default: the default recipe)")
     p.add_argument("--space", choices=SPACES, default=S, help="default channels")
@@ -135,16 +136,31 @@ def build_parser():
     p.add_argument("--output", default="compare.png", help="convergence plot (default compare.png)")
     p.set_defaults(func=commands.cmd_compare)
 
-    p = sub.add_parser("train", help="train (once) and cache a zoo baseline on MNIST; "
+    p = sub.add_parser("train", help="train (once) and cache a zoo baseline on MNIST or Fashion-MNIST; "
                                      "print its validation and test accuracy")
     p.add_argument("model", choices=model_names(), help="zoo model name")
-    p.add_argument("--epochs", type=int, default=DEFAULT_RECIPE["epochs"])
-    p.add_argument("--lr", type=float, default=DEFAULT_RECIPE["lr"])
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=DEFAULT_RECIPE["batch_size"])
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=DEFAULT_RECIPE["weight_decay"])
-    p.add_argument("--seed", type=int, default=DEFAULT_RECIPE["seed"])
+    p.add_argument("--data", default="mnist",
+                   help="mnist (default), fashion-mnist, fashion-mnist:FOLDER, mnist-idx:FOLDER or cifar10:FOLDER")
+    recipe = "default: the data set's recipe"
+    p.add_argument("--epochs", type=int, default=None, help=f"{recipe} (MNIST {DEFAULT_RECIPE['epochs']})")
+    p.add_argument("--lr", type=float, default=None, help=f"{recipe} (MNIST {DEFAULT_RECIPE['lr']})")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                   help=f"{recipe} (MNIST {DEFAULT_RECIPE['batch_size']})")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=None,
+                   help=f"{recipe} (MNIST {DEFAULT_RECIPE['weight_decay']})")
+    p.add_argument("--seed", type=int, default=None, help=f"{recipe} (MNIST {DEFAULT_RECIPE['seed']})")
+    p.add_argument("--augment", choices=("none", "flip", "flip+crop"), default=None,
+                   help=f"{recipe} (MNIST none, Fashion-MNIST flip+crop)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("data", help="data sets: `moprune data fetch fashion-mnist`")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True, parser_class=_Parser)
+    q = data_sub.add_parser("fetch", help="put a data set into the cache ($MOPRUNE_CACHE) without root: for "
+                                          "fashion-mnist, apt-get download of the Debian package "
+                                          "dataset-fashion-mnist, dpkg-deb -x, SHA-256 verified")
+    q.add_argument("dataset", choices=("fashion-mnist",), help="the data set")
+    q.set_defaults(func=commands.cmd_data_fetch)
     return parser
 
 

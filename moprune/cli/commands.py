@@ -140,17 +140,29 @@ def _rebuild(path, *, progress=False):
 
 # ----------------------------------------------------------------------------- train
 def cmd_train(args):
-    from moprune.data import load_mnist
-    from moprune.models import DEFAULT_RECIPE, pretrained
+    from moprune.models.baselines import DEFAULT_RECIPE, baseline_recipe, pretrained
     from moprune.train import evaluate
 
-    data = load_mnist()
-    recipe = {k: getattr(args, k) for k in DEFAULT_RECIPE}
+    spec = cfg.check_data(args.data)
+    data = cfg.load_data(spec)
+    recipe = baseline_recipe(args.model, cfg.data_set(spec))  # the data set's recipe, then the options given
+    recipe.update({k: getattr(args, k) for k in DEFAULT_RECIPE if getattr(args, k, None) is not None})
+    if getattr(args, "augment", None) is not None:
+        recipe["augment"] = None if args.augment == "none" else args.augment
     model = pretrained(args.model, data=data, progress=not args.quiet, **recipe)
     val = evaluate(model, data.val)
     test = evaluate(model, data.test)
-    print(f"{args.model}: validation accuracy {100 * val:.2f}% (10,000 images), "
-          f"test accuracy {100 * test:.2f}% (10,000 images)")
+    print(f"{args.model} on {spec}: validation accuracy {100 * val:.2f}% ({len(data.val):,} images), "
+          f"test accuracy {100 * test:.2f}% ({len(data.test):,} images)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_data_fetch(args):
+    from moprune.data.fashion import fetch_fashion_mnist
+
+    folder = fetch_fashion_mnist()
+    print(f"{args.dataset}: the four verified files are in {folder}")
     return 0
 
 

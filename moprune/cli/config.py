@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - older Pythons get tomli from s
 
 SPACES = ("channels", "weights")
 ENCODINGS = {"channels": ("binary", "ratio"), "weights": ("ratio", "mask")}
-DATA_CHOICES = ("mnist", "mnist-idx:FOLDER", "cifar10:FOLDER")
+DATA_CHOICES = ("mnist", "fashion-mnist", "fashion-mnist:FOLDER", "mnist-idx:FOLDER", "cifar10:FOLDER")
 
 DEFAULTS = {
     "model": "mnist_cnn",
@@ -178,11 +178,11 @@ def algorithm_option_names(name):
 
 
 def _check_data(spec):
-    if spec == "mnist":
+    if spec in ("mnist", "fashion-mnist"):
         return spec
     if isinstance(spec, str) and ":" in spec:
         kind, folder = spec.split(":", 1)
-        if kind in ("mnist-idx", "cifar10") and folder:
+        if kind in ("mnist-idx", "cifar10", "fashion-mnist") and folder:
             if not os.path.isdir(folder):
                 raise invalid_value("data", f"{kind}:FOLDER with an existing folder", spec)
             return f"{kind}:{os.path.abspath(folder)}"
@@ -203,13 +203,28 @@ def parse_option(text):
 
 
 # ----------------------------------------------------------------------------- building
+def check_data(spec):
+    """A data setting checked (one of :data:`DATA_CHOICES`), with its folder made absolute."""
+    return _check_data(spec)
+
+
+def data_set(spec):
+    """The data set whose baseline recipe a data setting trains with: ``"fashion-mnist"`` for
+    ``fashion-mnist[:FOLDER]``, else ``"mnist"`` (see :func:`moprune.models.baselines.baseline_recipe`)."""
+    return "fashion-mnist" if spec.split(":", 1)[0] == "fashion-mnist" else "mnist"
+
+
 def load_data(spec):
     """The :class:`moprune.Splits` named by a data setting."""
-    from moprune.data import load_cifar10, load_mnist, load_mnist_idx
+    from moprune.data import load_cifar10, load_fashion_mnist, load_mnist, load_mnist_idx
 
     if spec == "mnist":
         return load_mnist()
+    if spec == "fashion-mnist":
+        return load_fashion_mnist()
     kind, folder = spec.split(":", 1)
+    if kind == "fashion-mnist":
+        return load_fashion_mnist(folder=folder)
     return load_mnist_idx(folder) if kind == "mnist-idx" else load_cifar10(folder)
 
 
@@ -281,14 +296,15 @@ def load_model(config, data, *, progress=False):
     """The base model of a run, in eval mode: a zoo baseline (cached), or a user factory, with the
     ``weights`` file loaded when given."""
     from moprune.models import get_model, pretrained
-    from moprune.models.baselines import DEFAULT_RECIPE
+    from moprune.models.baselines import baseline_recipe
 
     spec = config["model"]
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         model = _call_factory(spec)
     elif config["weights"] is None:
-        epochs = config["baseline_epochs"] or DEFAULT_RECIPE["epochs"]
-        return pretrained(spec, data=data, progress=progress, epochs=epochs)
+        recipe = baseline_recipe(spec, data_set(config["data"]))  # each data set has its own baseline
+        recipe["epochs"] = config["baseline_epochs"] or recipe["epochs"]
+        return pretrained(spec, data=data, progress=progress, **recipe)
     else:
         model = get_model(spec)
     if config["weights"] is not None:
