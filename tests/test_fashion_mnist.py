@@ -320,3 +320,41 @@ def test_a_small_model_learns_real_fashion_mnist(real_fashion):
     accuracy = evaluate(model, subset(real_fashion.test, 2000))
     print(f"lenet5_caffe, 4 epochs on 5,000 images: {100 * accuracy:.1f}% on 2,000 test images")
     assert accuracy > 0.75  # chance is 0.10; 79.8% when written
+
+
+def test_cli_search_and_report_on_a_fashion_mnist_folder(fake_folder, tmp_path, monkeypatch, capsys,
+                                                         no_system_copy):
+    import json
+
+    from moprune.models import get_model
+
+    monkeypatch.setenv("MOPRUNE_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "lenet5.pt"
+    torch.save(get_model("lenet5").state_dict(), weights)
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        code = main(["search", "--model", "lenet5", "--weights", str(weights), "--data",
+                     f"fashion-mnist:{fake_folder}", "--val-samples", "50", "--pop-size", "4", "--generations", "1",
+                     "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["data"] == f"fashion-mnist:{fake_folder}"
+    assert os.path.isfile(tmp_path / "cache" / "fashion-mnist.npz")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0  # read back from the cache, no warning needed
+    assert "front" in capsys.readouterr().out.lower()
+
+
+def test_a_fashion_mnist_run_trains_its_baseline_with_the_fashion_recipe(monkeypatch):
+    from moprune.cli import config as cfg
+
+    calls = []
+    monkeypatch.setattr("moprune.models.pretrained", lambda name, **kw: calls.append((name, kw)) or "model")
+    settings = {"model": "resnet8", "weights": None, "baseline_epochs": None}
+    cfg.load_model({**settings, "data": "fashion-mnist"}, "DATA")
+    cfg.load_model({**settings, "data": "fashion-mnist:/some/folder", "baseline_epochs": 3}, "DATA")
+    cfg.load_model({**settings, "data": "mnist"}, "DATA")
+    recipes = [{k: v for k, v in kw.items() if k not in ("data", "progress")} for _, kw in calls]
+    assert recipes[0] == baseline_recipe("resnet8", "fashion-mnist")
+    assert recipes[1] == {**baseline_recipe("resnet8", "fashion-mnist"), "epochs": 3}
+    assert recipes[2] == moprune.models.DEFAULT_RECIPE

@@ -1,8 +1,8 @@
 """Fashion-MNIST (Zalando, MIT license) from the Debian package ``dataset-fashion-mnist``, offline and verified.
 
-Where :func:`load_fashion_mnist` looks, in order: the converted ``fashion-mnist.npz`` in the
-cache; a folder given by the caller; the four files that :func:`fetch_fashion_mnist` extracted
-into the cache; the installed Debian package in :data:`SYSTEM_FOLDER`. The Debian files are
+Where :func:`load_fashion_mnist` looks, in order: the cache (the converted ``fashion-mnist.npz``,
+then the four files that :func:`fetch_fashion_mnist` extracted there); a folder given by the
+caller; the installed Debian package in :data:`SYSTEM_FOLDER`. The Debian files are
 verified by SHA-256 before they are read; a folder of the caller's own (e.g. upstream's files,
 whose bytes differ from Debian's in the gzip headers) is checked by shape and label range instead.
 """
@@ -133,7 +133,7 @@ def _convert(paths, npz_path):
 
 
 def _source(folder, cache):
-    """The four files to convert: the caller's folder, the fetched copy, or the Debian package."""
+    """The four files to convert: the fetched copy in the cache, the caller's folder, or the Debian package."""
     fetched = raw_folder(cache)
     if all(os.path.isfile(os.path.join(fetched, name)) for name in _FILES.values()):
         verify_files(fetched)
@@ -161,11 +161,12 @@ def load_fashion_mnist(*, folder: Optional[Union[str, "os.PathLike[str]"]] = Non
 
     The last 10,000 training images are the validation split. Images are float32
     ``N x 1 x 28 x 28`` in [0, 1], labels int64 (class names in :data:`FASHION_MNIST_CLASSES`).
-    Where it looks, in order: ``fashion-mnist.npz`` in the cache folder; ``folder``; the files
-    :func:`fetch_fashion_mnist` put in the cache; :data:`SYSTEM_FOLDER` (the Debian package
+    Where it looks, in order: the cache (``fashion-mnist.npz``, then the files
+    :func:`fetch_fashion_mnist` put there); ``folder``; :data:`SYSTEM_FOLDER` (the Debian package
     ``dataset-fashion-mnist``). The first load verifies the SHA-256 of the Debian files (a
     ``folder`` of other files, e.g. upstream's, is checked by shape and label range, with a
-    warning) and writes the npz atomically (uint8, 55 MB); later loads read it.
+    warning) and writes the npz atomically (uint8 images, 55 MB); later loads read it, whatever
+    ``folder`` says (delete the npz to convert another source).
 
     Args:
         folder: A folder of the four IDX files (``.gz`` or not, or a torchvision root with
