@@ -120,6 +120,8 @@ CONFIGS = [
     ("sa", True, {}),
     ("sa", False, {}),
     ("sa", True, {"layerwise": True}),
+    ("layerwise_ga", True, {}),
+    ("layerwise_ga", False, {"layerwise": False}),
     ("two_step", True, {}),
     ("two_step", False, {"inner": "ga", "n_rounds": 3}),
 ]
@@ -327,6 +329,31 @@ def test_sa_layerwise_evolves_one_group_at_a_time_with_warmup():
         assert np.array_equal(e.genome[keep], state[keep])
 
 
+def test_layerwise_ga_evolves_one_group_at_a_time_from_the_best_so_far():
+    problem = fake_problem(binary=True, max_accuracy_drop=4.0)
+    # 1 original + 4 layers x 4 generations of 3 offspring (pop 5, 2 elites)
+    result, algorithm = run(problem, "layerwise_ga", pop_size=5, n_evals=49)
+    original = np.ones(problem.n_var, dtype=bool)
+    slices = problem.space.group_slices
+    assert algorithm.stage == 3
+    assert [algorithm.allowed_drop(i) for i in range(4)] == [1.0, 2.0, 3.0, 4.0]
+    stage_of = np.minimum(3, np.arange(len(result.archive) - 1) * 4 // 48)
+    drop = np.array([100 * (BASE_ACCURACY - e.accuracy) for e in result.archive])
+    energy = -scores(result) + np.maximum(0.0, drop - np.array([1.0, 2.0, 3.0, 4.0])[np.r_[0, stage_of]])
+    for stage in range(4):
+        inside = np.zeros(problem.n_var, dtype=bool)
+        inside[slices[stage]] = True
+        members = [e for e, s in zip(result.archive[1:], stage_of) if s == stage]
+        assert members and any(not np.array_equal(e.genome[inside], original[inside]) for e in members)
+        # outside the evolving group, every candidate of a stage equals the best genome before it
+        before = np.flatnonzero(np.r_[True, stage_of < stage])
+        best = result.archive[int(before[np.argmin(energy[before])])].genome
+        if stage:
+            assert all(np.array_equal(e.genome[~inside], best[~inside]) for e in members)
+    # elitism: the population keeps the lowest-energy individuals seen in the last stage
+    assert algorithm.best_energy == pytest.approx(min(algorithm.state_E))
+
+
 def test_sa_energy_penalises_loss_above_max_loss_and_best_is_lowest_energy():
     best_drop = {}
     for penalty in (0.0, 10.0):
@@ -395,6 +422,9 @@ def test_two_step_passes_inner_options_through_search():
     ("sa", True, "mutation_rate", 0.0),
     ("sa", True, "max_loss", -1.0),
     ("sa", True, "layerwise", "yes"),
+    ("layerwise_ga", True, "n_elites", 8),
+    ("layerwise_ga", True, "crossover_prob", 1.5),
+    ("layerwise_ga", True, "tournament_size", 0),
     ("two_step", True, "n_rounds", 0),
     ("two_step", True, "inner", "cmaes"),
     ("two_step", True, "reseed_rate", 0.0),
@@ -407,7 +437,7 @@ def test_bad_option_values_name_the_argument(name, binary, option, value):
 
 
 @pytest.mark.parametrize("name, binary", [("threshold_ga", True), ("genecai", False), ("sa", True),
-                                          ("two_step", True)])
+                                          ("layerwise_ga", True), ("two_step", True)])
 def test_unknown_options_raise_type_error_naming_them(name, binary):
     with pytest.raises(TypeError, match="bogus_option"):
         ALGORITHMS.get(name)(fake_problem(binary=binary), pop_size=8, bogus_option=1)
@@ -470,6 +500,7 @@ REAL = [  # (algorithm, space, encoding, n_evals, options)
     ("genecai", "channels", "ratio", 100, {}),
     ("threshold_ga", "channels", "binary", 40, {"n_parents": 4}),
     ("sa", "weights", "mask", 40, {"layerwise": True}),
+    ("layerwise_ga", "weights", "mask", 40, {}),
     ("two_step", "channels", "binary", 40, {}),
 ]
 

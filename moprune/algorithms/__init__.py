@@ -18,4 +18,14 @@ from moprune.registry import Registry
 ALGORITHMS = Registry("algorithm")
 
 # Registered algorithms (import order does not matter; each module registers itself).
-from moprune.algorithms import focused, ga, genecai, nsga2, random_search, sa, threshold_ga, two_step  # noqa: E402,F401
+from moprune.algorithms import (  # noqa: E402,F401
+    focused,
+    ga,
+    genecai,
+    layerwise_ga,
+    nsga2,
+    random_search,
+    sa,
+    threshold_ga,
+    two_step,
+)
