@@ -6,6 +6,7 @@ Example:
     500
 """
 
+import contextlib
 import inspect
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Union
@@ -165,8 +166,11 @@ def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused"
     start = time.perf_counter()
     bar = tqdm(total=n_evals, desc=name, unit="candidate", disable=None if progress else True, leave=False,
                initial=len(root.archive))
+    # worker processes (Evaluator(workers=N)) start at the first generation and stop when the run ends
+    session = getattr(root.evaluator, "session", None)
     try:
-        _run(algo, run_problem, root, n_evals, name, bar, callbacks)
+        with session() if session is not None else contextlib.nullcontext():
+            _run(algo, run_problem, root, n_evals, name, bar, callbacks)
     finally:
         bar.close()
     result = algo.result()

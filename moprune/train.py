@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from moprune.devices import Device, resolve_device
 from moprune.validation import check_choice, check_int, check_real
 
 _OPTIMIZERS = ("sgd", "adam")
@@ -32,16 +33,18 @@ def batches(dataset: TensorDataset, batch_size: int, *, shuffle: bool = False,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250) -> float:
+def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250, device: Device = "auto") -> float:
     """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1].
 
-    The model is put in eval mode and left there.
+    The model is moved to ``device`` (see :func:`moprune.devices.resolve_device`), put in eval
+    mode and left there; batches are moved to it one at a time.
     """
     check_int("batch_size", batch_size, low=1)
-    model.eval()
+    device = resolve_device(device)
+    model.to(device).eval()
     correct = 0
     for x, y in batches(dataset, batch_size):
-        correct += (model(x).argmax(1) == y).sum().item()
+        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
     return correct / len(dataset)
 
 
@@ -56,7 +59,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         lr: float = 0.05, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
         weight_decay: float = 5e-4, schedule: str = "cosine", teacher: Optional[nn.Module] = None,
         distill_weight: float = 0.0, temperature: float = 4.0, generator: Optional[torch.Generator] = None,
-        progress: bool = True, desc: str = "train", augment: Optional[str] = None) -> float:
+        progress: bool = True, desc: str = "train", augment: Optional[str] = None, device: Device = "auto") -> float:
     """Train ``model`` in place with cross-entropy (optionally distilled from ``teacher``).
 
     Args:
@@ -78,6 +81,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         desc: Label of the progress bar.
         augment: ``None``, ``"flip"`` or ``"flip+crop"``: augment every training batch with
             :func:`moprune.data.augment.augment_batch`, drawing from ``generator``.
+        device: Where to train (see :func:`moprune.devices.resolve_device`); ``model`` (and
+            ``teacher``) are moved there and left there, batches are moved one at a time.
 
     Returns:
         The mean training loss of the last epoch.
@@ -93,6 +98,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         from moprune.data.augment import AUGMENTATIONS, augment_batch
 
         check_choice("augment", augment, AUGMENTATIONS)
+    device = resolve_device(device)
+    model.to(device)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -100,7 +107,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
     if schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     if teacher is not None:
-        teacher.eval()
+        teacher.to(device).eval()
     criterion = nn.CrossEntropyLoss()
     step, last_loss = 0, float("nan")
     bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
@@ -111,6 +118,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
             for x, y in batches(dataset, batch_size, shuffle=True, generator=generator):
                 if augment is not None:
                     x = augment_batch(x, augment, generator=generator)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = model(x)
                 loss = criterion(logits, y)
                 if teacher is not None and distill_weight > 0:
@@ -141,8 +149,11 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
 
 
 def finetune(model: nn.Module, dataset: TensorDataset, *, steps: int = 100, lr: float = 0.01, batch_size: int = 128,
-             optimizer: str = "sgd", generator: Optional[torch.Generator] = None, progress: bool = False) -> float:
+             optimizer: str = "sgd", generator: Optional[torch.Generator] = None, progress: bool = False,
+             device: Device = "auto") -> float:
     """A short constant-rate fine-tuning (document 000's fitness step): ``steps`` SGD steps.
+
+    ``device``: where to fine-tune (as for :func:`fit`).
 
     Returns:
         The mean training loss over the steps taken.
@@ -151,7 +162,7 @@ def finetune(model: nn.Module, dataset: TensorDataset, *, steps: int = 100, lr: 
     epochs = math.ceil(steps * batch_size / len(dataset))
     return fit(model, dataset, epochs=epochs, max_steps=steps, lr=lr, batch_size=batch_size,
                optimizer=optimizer, weight_decay=0.0, schedule="constant", generator=generator,
-               progress=progress, desc="finetune")
+               progress=progress, desc="finetune", device=device)
 
 
 @contextlib.contextmanager

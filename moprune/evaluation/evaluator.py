@@ -8,6 +8,12 @@ Where the data live: in the evaluator only (``_val`` and ``_train``). Pickling a
 (and so a :class:`moprune.PruningProblem`, or a pymoo algorithm holding one) leaves the data
 out and keeps settings, cache and counters; call :meth:`Evaluator.attach_data` on the unpickled
 copy before evaluating. ``copy.deepcopy`` shares the (read-only) data tensors.
+
+Where candidates run: on ``device`` (the data subsets are moved there once, each candidate is
+materialized from the base model and moved there, and only numbers come back), in this process
+or, with ``workers=N``, in N worker processes (:mod:`moprune.evaluation.workers`) that each get
+the base model, the index maps, the data subsets and the settings once. Fine-tuning seeds are
+derived from each plan's key, so the records do not depend on which worker ran what.
 """
 
 import contextlib
@@ -15,13 +21,14 @@ import copy
 import hashlib
 import math
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from moprune.devices import Device, check_amp, resolve_device
 from moprune.evaluation.cache import EvalRecord, EvaluationCache
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
@@ -90,8 +97,20 @@ class Evaluator:
         seed: Seed of the subsets and of fine-tuning (combined with each plan's key).
         cache: Cache results by plan key.
         cache_size: Maximum number of cached plans (``None``: unbounded).
-        num_threads: Torch intra-op threads while evaluating (``None``: leave torch's setting).
+        num_threads: Torch intra-op threads while evaluating (``None``: leave torch's setting;
+            with ``workers``, threads of each worker, default cores // ``workers``).
             Small models on a busy CPU often run far faster with 1.
+        device: Where candidates run: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``. The data subsets are
+            moved there once.
+        amp: Mixed precision of the accuracy measurement on CUDA: ``"bf16"``, ``"fp16"`` or
+            ``None`` (full precision; fine-tuning always runs in full precision).
+        workers: ``None`` (evaluate in this process) or the number of worker processes that
+            evaluate a population's candidates in parallel. The pool starts at the first
+            :meth:`evaluate` and runs until :meth:`close` (:func:`moprune.search` closes it at
+            the end of a search it started; ``with evaluator:`` keeps it over several).
+        devices: One device per worker (e.g. ``["cuda:0", "cuda:1"]``); worker ``i`` runs on
+            ``devices[i % len(devices)]``. ``workers`` defaults to ``len(devices)``.
 
     The cache is keyed by plan key only: use one evaluator per base model (sharing it between
     the binary and ratio encodings of one model is fine: equal plans are equal models).
@@ -110,7 +129,9 @@ class Evaluator:
                  finetune: Union[None, int, Dict[str, Any]] = None, train_data: Optional[TensorDataset] = None,
                  n_train_samples: Optional[int] = None, bn_recalibration: Union[str, bool] = "auto",
                  bn_batches: int = 10, bn_batch_size: Optional[int] = None, seed: int = 0, cache: bool = True,
-                 cache_size: Optional[int] = None, num_threads: Optional[int] = None) -> None:
+                 cache_size: Optional[int] = None, num_threads: Optional[int] = None, device: Device = "auto",
+                 amp: Optional[str] = None, workers: Optional[int] = None,
+                 devices: Optional[Sequence[Device]] = None) -> None:
         _check_dataset("val_data", val_data)
         _check_dataset("train_data", train_data, allow_none=True)
         self.n_samples = check_int("n_samples", n_samples, low=1, allow_none=True)
@@ -127,6 +148,22 @@ class Evaluator:
         self.seed = check_seed(seed)
         self.use_cache = check_bool("cache", cache)
         self.num_threads = check_int("num_threads", num_threads, low=1, allow_none=True)
+        self.device = resolve_device(device, "device")
+        self.amp = amp
+        self._amp_dtype = check_amp(amp, self.device)
+        if devices is not None:
+            if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)) or not devices:
+                raise invalid_value("devices", "None or a non-empty list of devices, one per worker", devices)
+            devices = [resolve_device(d, f"devices[{i}]") for i, d in enumerate(devices)]
+            if workers is None:
+                workers = len(devices)
+            if amp is not None:
+                for i, d in enumerate(devices):
+                    check_amp(amp, d, f"amp (with devices[{i}]={str(d)!r})")
+        self.devices = devices
+        self.workers = check_int("workers", workers, low=1, allow_none=True)
+        self._pool = None
+        self._hold_pool = False
         self.cache = EvaluationCache(max_size=cache_size)
         self.n_evaluated = 0
         self.n_cached = 0
@@ -168,7 +205,13 @@ class Evaluator:
         if self._fingerprint is not None and fingerprint != self._fingerprint:
             raise MopruneError("attach_data: these datasets differ from the evaluator's original ones")
         self._fingerprint = fingerprint
-        self._val, self._train = val, train
+        self._cpu_subsets = (val, train)
+        self._val, self._train = self._on_device(val), self._on_device(train)
+
+    def _on_device(self, data):
+        if data is None or all(t.device == self.device for t in data.tensors):
+            return data
+        return TensorDataset(*(t.to(self.device) for t in data.tensors))
 
     @property
     def val_subset(self) -> TensorDataset:
@@ -188,15 +231,93 @@ class Evaluator:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_val"] = state["_train"] = None
+        state["_val"] = state["_train"] = state["_cpu_subsets"] = state["_pool"] = None
+        state["_hold_pool"] = False
         return state
+
+    def __setstate__(self, state):
+        state.setdefault("_cpu_subsets", None)
+        state.setdefault("_pool", None)
+        state.setdefault("_hold_pool", False)
+        for key, value in (("device", torch.device("cpu")), ("amp", None), ("_amp_dtype", None),
+                           ("workers", None), ("devices", None)):
+            state.setdefault(key, value)
+        self.__dict__.update(state)
 
     def __deepcopy__(self, memo):
         new = object.__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = value if key in ("_val", "_train") else copy.deepcopy(value, memo)
+            if key == "_pool":
+                value = None  # a copy starts its own pool when it needs one
+            elif key == "_hold_pool":
+                value = False
+            elif key not in ("_val", "_train", "_cpu_subsets"):
+                value = copy.deepcopy(value, memo)
+            new.__dict__[key] = value
         return new
+
+    # --------------------------------------------------------------- workers
+    def for_worker(self, device: torch.device, subsets: tuple) -> "Evaluator":
+        """A settings-only copy for a worker process: no cache, no pool, ``subsets`` on ``device``.
+
+        It pickles with its data (unlike an evaluator), which the worker receives once.
+        """
+        new = object.__new__(_WorkerEvaluator)
+        state = self.__getstate__()
+        state.update(cache=EvaluationCache(), workers=None, devices=None, device=device, _fingerprint=None,
+                     _cpu_subsets=subsets)
+        new.__dict__.update(state)
+        return new
+
+    @property
+    def worker_pids(self) -> List[int]:
+        """Process ids of the running worker processes (empty when none runs)."""
+        return [] if self._pool is None or not self._pool.alive else self._pool.pids
+
+    def _pool_for(self, space):
+        from moprune.evaluation.workers import WorkerPool, default_threads
+
+        if self._pool is not None and not self._pool.alive:
+            self._pool = None
+        if self._pool is None:
+            self._require_data()
+            threads = self.num_threads or default_threads(self.workers)
+            self._pool = WorkerPool(self, self._cpu_subsets, space, n_workers=self.workers, threads=threads,
+                                    devices=self.devices or [self.device])
+            logger.info("started %d worker processes (%d torch threads each)", self.workers, threads)
+        else:
+            self._pool.set_space(space)
+        return self._pool
+
+    def close(self) -> None:
+        """Shut the worker processes down (a no-op without them); the next evaluation starts new ones."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["Evaluator"]:
+        """Context of one search: a worker pool started inside it is shut down on leaving it.
+
+        A pool already running when the context is entered (``with evaluator:``) is left running.
+        The shutdown happens on success, on error and on Ctrl-C.
+        """
+        running = self._hold_pool or (self._pool is not None and self._pool.alive)
+        try:
+            yield self
+        finally:
+            if not running:
+                self.close()
+
+    def __enter__(self) -> "Evaluator":
+        """Keep the worker pool (once started) running over several searches, until the block ends."""
+        self._hold_pool = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._hold_pool = False
+        self.close()
 
     # ------------------------------------------------------------- counters
     def reset_counters(self) -> None:
@@ -236,13 +357,21 @@ class Evaluator:
         self._require_data()
         model.eval()
         correct = 0
-        for x, y in batches(self._val, self.batch_size):
-            correct += int((model(x).argmax(1) == y).sum())
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+                    if self._amp_dtype is not None else contextlib.nullcontext())
+        with autocast:
+            for x, y in batches(self._val, self.batch_size):
+                correct += int((model(x).argmax(1) == y).sum())
         return correct / len(self._val)
 
     def evaluate_model(self, model: nn.Module) -> float:
-        """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy."""
+        """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy.
+
+        ``model`` is measured on a copy on the evaluator's device (it stays where it is).
+        """
         with self.threads():
+            if any(p.device != self.device for p in model.parameters()):
+                model = copy.deepcopy(model).to(self.device)
             return self.accuracy(model)
 
     def _recalibrate_bn(self, model):
@@ -284,7 +413,7 @@ class Evaluator:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"fine-tuning loss is {loss}")
             else:
-                model = space.materialize(plan)
+                model = space.materialize(plan).to(self.device)
             if self._wants_bn(model):
                 self._recalibrate_bn(model)
             accuracy = self.accuracy(model)
@@ -324,7 +453,7 @@ class Evaluator:
         options = {**(self.finetune or {}), **options}
         if not hasattr(plan, "kind"):  # a genome
             plan = space.decode(plan)
-        model = space.materialize(plan)
+        model = space.materialize(plan).to(self.device)
         # an unstructured plan's pruned weights must stay zero while fine-tuning
         keep = zeros_kept(model) if plan.kind == "weights" else contextlib.nullcontext()
         # dropout draws from torch's global generator: fork it, so that the result depends on the
@@ -332,7 +461,7 @@ class Evaluator:
         with self.threads(), keep, torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             loss = float(_finetune(model, self._train, generator=torch.Generator().manual_seed(int(seed)),
-                                   progress=False, **options))
+                                   progress=False, device=self.device, **options))
         return model, loss
 
     @contextlib.contextmanager
@@ -358,35 +487,77 @@ class Evaluator:
         Returns:
             A list of ``n`` :class:`EvalRecord`, in the order of ``X``. A plan already in the
             cache (or earlier in ``X``) is not run again and comes back with ``cached=True``.
+            With ``workers``, the plans to run are spread over the worker processes; the
+            records are the same as in one process.
         """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != space.n_var:
             raise invalid_value("X", f"an n x {space.n_var} array of genomes", f"array of shape {X.shape}")
-        with self.threads():
-            return [self._evaluate_one(space, x) for x in X]
+        # decide per genome: undecodable, served by the cache, served by an earlier genome of X, or run
+        entries, to_run, first = [], [], {}
+        for x in X:
+            try:
+                plan = space.decode(x)
+            except Exception as exc:  # an undecodable genome is a failed candidate
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning("genome could not be decoded: %s", error)
+                entries.append(("failed", error))
+                continue
+            hit = self.cache.get(plan.key) if self.use_cache else None
+            if hit is not None:
+                entries.append(("cached", hit))
+            elif self.use_cache and plan.key in first:
+                entries.append(("again", first[plan.key]))
+            else:
+                first[plan.key] = len(to_run)
+                entries.append(("run", len(to_run)))
+                to_run.append(plan)
+        records = self._run_plans(space, to_run)
+        out = []
+        for kind, value in entries:
+            if kind == "failed":
+                self.n_evaluated += 1
+                self.n_failed += 1
+                out.append(EvalRecord(plan_key="<undecodable>", accuracy=float("nan"), error=value))
+            elif kind == "cached":
+                self.n_cached += 1
+                out.append(value.as_cached())
+            elif kind == "again":
+                self.n_cached += 1
+                out.append(records[value].as_cached())
+            else:
+                record = records[value]
+                self.n_evaluated += 1
+                self.n_failed += record.failed
+                if self.use_cache:
+                    self.cache.put(record)
+                out.append(record)
+        return out
 
-    def _evaluate_one(self, space, x):
-        """One genome -> one record (from the cache when its plan was seen)."""
-        try:
-            plan = space.decode(x)
-        except Exception as exc:  # an undecodable genome is a failed candidate
-            error = f"{type(exc).__name__}: {exc}"
-            logger.warning("genome could not be decoded: %s", error)
-            self.n_evaluated += 1
-            self.n_failed += 1
-            return EvalRecord(plan_key="<undecodable>", accuracy=float("nan"), error=error)
-        hit = self.cache.get(plan.key) if self.use_cache else None
-        if hit is not None:
-            self.n_cached += 1
-            return hit.as_cached()
-        record = self.run(space, plan)
-        self.n_evaluated += 1
-        self.n_failed += record.failed
-        if self.use_cache:
-            self.cache.put(record)
-        return record
+    def _run_plans(self, space, plans):
+        """Records of ``plans`` (in order), run in this process or on the workers."""
+        if not plans:
+            return []
+        if self.workers is None:
+            with self.threads():
+                return [self.run(space, plan) for plan in plans]
+        return self._pool_for(space).run(plans)
 
     def __repr__(self):
         return (f"Evaluator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
                 f"finetune={self.finetune}, bn_recalibration={self.bn_recalibration!r}, "
-                f"seed={self.seed}, cached={len(self.cache)})")
+                f"seed={self.seed}, device={str(self.device)!r}, workers={self.workers}, cached={len(self.cache)})")
+
+
+class _WorkerEvaluator(Evaluator):
+    """The evaluator a worker process holds: it pickles with its data subsets (sent once)."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_cpu_subsets"] = self.__dict__["_cpu_subsets"]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        val, train = self._cpu_subsets
+        self._val, self._train = self._on_device(val), self._on_device(train)
