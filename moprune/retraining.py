@@ -19,6 +19,7 @@ from torch import nn
 
 from moprune.archive import SearchResult
 from moprune.data import Splits
+from moprune.devices import Device, resolve_device
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
 from moprune.train import evaluate, fit, zeros_kept
@@ -101,13 +102,13 @@ def count_macs_params(model, input_shape):
     return float(macs) - zero_macs[0], float(params) - zero_weights[0], float(macs), float(params)
 
 
-def _measure_base(base_model, data, eval_batch_size):
-    """thop MACs and params, validation and test accuracy of the base model."""
+def _measure_base(base_model, data, eval_batch_size, device="auto"):
+    """thop MACs and params, validation and test accuracy of the base model (measured on ``device``)."""
     input_shape = tuple(data.train.tensors[0].shape[1:])
-    _, _, base_macs, base_params = count_macs_params(base_model, input_shape)
+    _, _, base_macs, base_params = count_macs_params(copy.deepcopy(base_model).cpu(), input_shape)
     reference = copy.deepcopy(base_model)
-    return (base_macs, base_params, evaluate(reference, data.val, batch_size=eval_batch_size),
-            evaluate(reference, data.test, batch_size=eval_batch_size))
+    return (base_macs, base_params, evaluate(reference, data.val, batch_size=eval_batch_size, device=device),
+            evaluate(reference, data.test, batch_size=eval_batch_size, device=device))
 
 
 def _candidate_model(candidate):
@@ -133,7 +134,8 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             distill_weight: float = 0.0, temperature: float = 4.0, epochs: int = 10, lr: float = 0.05,
             batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
             schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True, eval_batch_size: int = 250,
-            progress: bool = False, _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
+            progress: bool = False, device: Device = "auto",
+            _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
     Training continues from the candidate's inherited weights. The test split is read only here.
@@ -157,6 +159,8 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             channel-pruned model has no such weights.
         eval_batch_size: Batch size of the evaluations.
         progress: Show a progress bar.
+        device: Where to train and evaluate (see :func:`moprune.devices.resolve_device`); the
+            result's model is handed back on the CPU.
         _base: Internal: the base model's measurements from ``_measure_base`` (so that
             :func:`retrain_front` measures the base once for all its points).
 
@@ -175,6 +179,7 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         raise conflict(("base_model",), "the teacher model (distill_weight > 0 needs base_model)", None)
     seed = check_seed(seed)
     keep_zeros = check_bool("keep_zeros", keep_zeros)
+    device = resolve_device(device)
     model = _candidate_model(candidate)
     generator = torch.Generator().manual_seed(int(seed))
     teacher = None
@@ -184,18 +189,22 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         train_loss = fit(model, data.train, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum, weight_decay=weight_decay, schedule=schedule, teacher=teacher,
                          distill_weight=float(distill_weight), temperature=temperature, generator=generator,
-                         progress=progress, desc="retrain")
+                         progress=progress, desc="retrain", device=device)
+    test_accuracy = evaluate(model, data.test, batch_size=eval_batch_size, device=device)
+    val_accuracy = evaluate(model, data.val, batch_size=eval_batch_size, device=device)
+    model.cpu()
     input_shape = tuple(data.train.tensors[0].shape[1:])
     macs, params, dense_macs, dense_params = count_macs_params(model, input_shape)
     nan = math.nan
     if base_model is None:
         base_macs = base_params = base_val = base_test = nan
     else:
-        base_macs, base_params, base_val, base_test = _base or _measure_base(base_model, data, eval_batch_size)
+        base_macs, base_params, base_val, base_test = _base or _measure_base(base_model, data, eval_batch_size,
+                                                                             device)
     return RetrainResult(
         model=model,
-        test_accuracy=evaluate(model, data.test, batch_size=eval_batch_size),
-        val_accuracy=evaluate(model, data.val, batch_size=eval_batch_size),
+        test_accuracy=test_accuracy,
+        val_accuracy=val_accuracy,
         base_test_accuracy=base_test,
         base_val_accuracy=base_val,
         macs=macs,
@@ -240,7 +249,7 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
                   epochs: int = 1, lr: float = 0.01, distill_weight: float = 0.0, max_drop: Optional[float] = None,
                   max_macs: Optional[float] = None,
                   out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0, progress: bool = False,
-                  **fit_options: Any) -> pd.DataFrame:
+                  device: Device = "auto", **fit_options: Any) -> pd.DataFrame:
     """Retrain points of a search's Pareto front and return the front users get after retraining.
 
     The front is measured during search on a validation subset, before any retraining; what a
@@ -269,6 +278,7 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         out_dir: Export every retrained model there as ``front_<eval>.pt`` (``None``: no files).
         seed: Seed of every retraining.
         progress: Show a progress bar per retraining.
+        device: Where to retrain and evaluate (see :func:`retrain`).
         **fit_options: Other :func:`retrain` options (``lr``, ``batch_size``, ``optimizer``, ...).
 
     Returns:
@@ -303,11 +313,13 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         raise invalid_value("max_drop, max_macs", "filters that leave at least one front point",
                             (max_drop, max_macs))
     chosen = front_points(front, n_points)
-    base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250))
+    device = resolve_device(device)
+    base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)
     rows = []
     for index, row in chosen.iterrows():
         done = retrain((result.space, row["genome"]), data=data, base_model=base_model, epochs=epochs, lr=lr,
-                       distill_weight=distill_weight, seed=seed, progress=progress, _base=base, **fit_options)
+                       distill_weight=distill_weight, seed=seed, progress=progress, device=device, _base=base,
+                       **fit_options)
         path = None
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)

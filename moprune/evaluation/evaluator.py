@@ -539,8 +539,12 @@ class Evaluator:
         if not plans:
             return []
         if self.workers is None:
+            from moprune.evaluation.workers import trim_memory
+
             with self.threads():
-                return [self.run(space, plan) for plan in plans]
+                records = [self.run(space, plan) for plan in plans]
+            trim_memory()  # hand the freed candidates' memory back, so a long search does not grow
+            return records
         return self._pool_for(space).run(plans)
 
     def __repr__(self):

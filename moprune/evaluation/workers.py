@@ -44,9 +44,12 @@ def trim_memory() -> None:
     """Give freed heap memory back to the system (glibc ``malloc_trim``; a no-op elsewhere).
 
     Materializing a pruned model frees tensors of many different sizes; glibc keeps the freed
-    pages in its arenas, so without trimming a long search's resident memory creeps up.
+    pages in its arenas, so without trimming a long search's resident memory creeps up. The
+    environment variable ``MOPRUNE_MALLOC_TRIM=0`` turns it off (to measure the difference).
     """
     global _libc
+    if os.environ.get("MOPRUNE_MALLOC_TRIM", "1") == "0":
+        return
     if _libc is None:
         name = ctypes.util.find_library("c")
         try:

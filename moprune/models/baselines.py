@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from moprune.data.splits import Splits, cache_dir
+from moprune.devices import Device, resolve_device
 from moprune.io import atomic_path
 from moprune.logging import get_logger
 from moprune.models.zoo import get_model
@@ -152,7 +153,7 @@ def _load_cached(name, path):
 
 
 def pretrained(name: str, *, data: Union[None, str, Splits] = None, cache: Optional[str] = None,
-               progress: bool = True, **recipe: Any) -> nn.Module:
+               progress: bool = True, device: Device = "auto", **recipe: Any) -> nn.Module:
     """Return the zoo model ``name`` trained on the training split, in eval mode.
 
     The first call trains it (a few minutes on 2 CPU cores for ``mnist_cnn``) and saves the
@@ -168,6 +169,8 @@ def pretrained(name: str, *, data: Union[None, str, Splits] = None, cache: Optio
             (:func:`baseline_recipe`) is the starting point that ``recipe`` overrides.
         cache: Cache folder (default: ``$MOPRUNE_CACHE`` or ``~/.cache/moprune``).
         progress: Show training progress bars.
+        device: Where to train it when it is not cached (see
+            :func:`moprune.devices.resolve_device`); the model is handed back on the CPU.
         **recipe: Overrides of the recipe (``epochs``, ``lr``, ``batch_size``, ``weight_decay``,
             ``seed``, ``augment``).
     """
@@ -175,6 +178,7 @@ def pretrained(name: str, *, data: Union[None, str, Splits] = None, cache: Optio
     unknown = set(recipe) - allowed
     if unknown:
         raise TypeError(f"pretrained() got unknown recipe keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    device = resolve_device(device)
     if data is None or isinstance(data, str):
         name_of_data = "mnist" if data is None else data
         recipe = {**baseline_recipe(name, name_of_data), **recipe}
@@ -191,7 +195,8 @@ def pretrained(name: str, *, data: Union[None, str, Splits] = None, cache: Optio
     _log.info("training %s baseline with %s", name, recipe)
     fit(model, data.train, epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
         weight_decay=recipe["weight_decay"], generator=generator, progress=progress, desc=name,
-        augment=recipe.get("augment"))
+        augment=recipe.get("augment"), device=device)
+    model.cpu()
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
     with atomic_path(path + _CHECKSUM) as tmp:  # torch.load does not notice a flipped bit in a tensor
