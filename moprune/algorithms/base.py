@@ -183,8 +183,11 @@ class SeedAlgorithm(Algorithm):
         if len(tail) == n and all(np.array_equal(e.genome, x) for e, x in zip(tail, X)):
             return np.array([e.accuracy for e in tail], dtype=float)
         latest = {np.asarray(e.genome).tobytes(): e.accuracy for e in archive}
-        cast = bool if self.is_binary() else float
-        return np.array([latest.get(np.asarray(x, dtype=cast).tobytes(), np.nan) for x in X], dtype=float)
+        if hasattr(self.pruning_problem, "as_genomes"):
+            X = self.pruning_problem.as_genomes(X)  # the archive's genome type (bool, int64 or float)
+        else:
+            X = np.asarray(X, dtype=bool if self.is_binary() else float)
+        return np.array([latest.get(x.tobytes(), np.nan) for x in X], dtype=float)
 
     @staticmethod
     def fitness(pop):

@@ -118,6 +118,9 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_
         band = None  # nothing to focus on without an accuracy objective
     view = FocusedProblem(problem, band)
     space = problem.space
+    if getattr(space, "vtype", None) is int:
+        raise invalid_value("problem", "a problem over a binary or ratio-encoded space for 'focused' (integer "
+                            "genomes: use 'nsga2', 'ga' or 'genecai')", type(space).__name__)
     for method in ("genomes_from_ratios", "group_ratios", "keep_order"):
         if not hasattr(space, method):
             raise invalid_value("problem", f"a problem whose space has {method}()", type(space).__name__)

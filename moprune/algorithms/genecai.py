@@ -13,6 +13,12 @@
         if div(C^t) <= div_thr: raise P_mutate (eq. 15)
         P^t+1  <- Mutate(C^t | P_mutate, P_tweak)
 
+Integer genomes (rank levels of :class:`moprune.space.LowRankSpace`, document 004 eqs. 3-4):
+the boundaries are eq. 17 (per gene, the smallest level keeping accuracy above ``acc_thr`` with
+every other gene at its maximum, by bisection on the levels), the first population draws each
+gene uniformly from ``{theta, ..., K}``, and mutation moves a gene one level up or down
+(:class:`moprune.operators.integer.DiversityGuidedStepMutation`).
+
 Replacement is generational, as in the paper (no elitism); the best individual ever
 evaluated is kept as ``opt`` and every candidate is in the archive.
 
@@ -40,6 +46,11 @@ from moprune.operators.continuous import (
     diversity,
     normalize,
 )
+from moprune.operators.integer import (
+    DiversityGuidedStepMutation,
+    IntegerDirectedSampling,
+    characterize_rank_boundaries,
+)
 from moprune.problem import bind_problem
 from moprune.scoring import GeneCAIScore, make_scoring
 from moprune.validation import check_choice, check_int, check_pop_size, check_real
@@ -52,7 +63,7 @@ INITIALIZATIONS = ("directed", "random")
 
 
 class GeneCAI(SeedAlgorithm):
-    """GeneCAI's genetic search over continuous keep ratios.
+    """GeneCAI's genetic search over continuous keep ratios or integer rank levels.
 
     Args:
         pop_size: ``N``.
@@ -66,12 +77,14 @@ class GeneCAI(SeedAlgorithm):
             characterisation.
         initialization: ``"directed"`` (Sec. 4.4) or ``"random"`` (``theta = 1``: the naive
             initialisation of the paper's ablation).
-        bisection_steps: Bisection steps per group (resolution ``2**-steps``).
+        bisection_steps: Bisection steps per group (resolution ``2**-steps``); for integer
+            genes, at most this many steps (6 resolve 64 levels exactly).
         scoring: The fitness (:class:`~moprune.scoring.GeneCAIScore` by default).
         **kwargs: pymoo ``Algorithm`` arguments.
 
     Attributes:
-        theta: The per-group maximal pruning rates found (after initialisation).
+        theta: The per-group maximal pruning rates found (after initialisation); for integer
+            genomes, the per-gene smallest acceptable levels (eq. 17).
         boundary_evals: Number of candidates evaluated by the boundary characterisation.
         selection, crossover, mutation: The operators (the mutation holds the adapted
             ``current_p_mutate`` and ``div_threshold``).
@@ -92,7 +105,14 @@ class GeneCAI(SeedAlgorithm):
 
     def _setup(self, problem, **kwargs):
         if self.is_binary():
-            raise invalid_value("space", "a continuous (ratio-encoded) space for genecai", "a binary space")
+            raise invalid_value("space", "a continuous (ratio-encoded) or integer (rank) space for genecai", "a binary space")
+        if self.is_integer():
+            self.mutation = DiversityGuidedStepMutation(p_tweak=self.mutation.p_tweak, p_mutate=self.mutation.p_mutate)
+
+    def is_integer(self):
+        """Whether genomes are integer levels (ranks of a low-rank space): eq. 17 and +-1 mutation."""
+        space = self.space
+        return getattr(space if space is not None else self.problem, "vtype", float) is int
 
     # ---- initialisation (Sec. 4.4)
 
@@ -102,6 +122,8 @@ class GeneCAI(SeedAlgorithm):
         return self.accuracy_of(pop)
 
     def _initial_genomes(self):
+        if self.is_integer():
+            return self._initial_levels()
         groups = self.group_slices()
         steps = self.bisection_steps if self.initialization == "directed" else 0
         left = self.budget_left()
@@ -118,6 +140,26 @@ class GeneCAI(SeedAlgorithm):
         logger.debug("boundaries theta=%s from %d evaluations (%d bisection steps)", np.round(self.theta, 4),
                      self.boundary_evals, steps)
         sampling = DirectedSampling(theta=self.theta, group_slices=groups)
+        X = np.asarray(sampling.do(self.problem, self.pop_size, random_state=self.random_state).get("X"))
+        return self.repair_X(X)
+
+    def _initial_levels(self):
+        """Eq. 17 for integer genes, then each gene uniform in ``{theta, ..., K}`` (Sec. 4.4)."""
+        xl = np.asarray(self.problem.xl, dtype=np.int64)
+        xu = np.asarray(self.problem.xu, dtype=np.int64)
+        steps = self.bisection_steps if self.initialization == "directed" else 0
+        left = self.budget_left()
+        if not math.isinf(left):
+            affordable = int(max(0, left - min(self.pop_size, left)) // max(1, self.problem.n_var))
+            steps = min(steps, affordable)
+        if steps > 0:
+            self.theta = characterize_rank_boundaries(
+                self._bisection_accuracy, xl=xl, xu=xu, accuracy_threshold=self.accuracy_threshold, max_steps=steps)
+        else:
+            self.theta = xl.copy()
+        logger.debug("rank boundaries theta=%s from %d evaluations (%d bisection steps)", self.theta,
+                     self.boundary_evals, steps)
+        sampling = IntegerDirectedSampling(theta=self.theta)
         X = np.asarray(sampling.do(self.problem, self.pop_size, random_state=self.random_state).get("X"))
         return self.repair_X(X)
 
@@ -156,10 +198,10 @@ def _default_accuracy_threshold(problem, max_accuracy_drop):
 def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, sigma=0.2, p_mutate=0.4,
                  acc_threshold=None, initialization="directed", bisection_steps=6, cost="macs",
                  scoring=None):
-    """Build GeneCAI (see :class:`GeneCAI`) for a continuous (ratio-encoded) space.
+    """Build GeneCAI (see :class:`GeneCAI`) for a continuous (ratio-encoded) or integer (rank) space.
 
     Args:
-        problem: The :class:`moprune.PruningProblem` (its space must have real genes).
+        problem: The :class:`moprune.PruningProblem` (its space must have real or integer genes).
         pop_size: ``N``.
         p_cross, p_swap, p_tweak: The paper's probabilities (0.8, 0.2, 0.05), each in [0, 1].
         sigma: Mutation step (paper: 0.2, the standard deviation), > 0.
@@ -185,7 +227,7 @@ def make_genecai(problem, *, pop_size, p_cross=0.8, p_swap=0.2, p_tweak=0.05, si
     check_choice("cost", cost, ("macs", "params"))
     space = getattr(problem, "space", None)
     if space is not None and getattr(space, "vtype", float) is bool:
-        raise invalid_value("problem.space", "a continuous (ratio-encoded) space for genecai",
+        raise invalid_value("problem.space", "a continuous (ratio-encoded) or integer (rank) space for genecai",
                             f"{type(space).__name__} with binary genes")
     if acc_threshold is None:
         acc_threshold = _default_accuracy_threshold(problem, accuracy_drop_of(problem))
