@@ -53,7 +53,7 @@ def _add_search_options(p):
     p.add_argument("--data", default=S,
                    help="mnist (default), fashion-mnist, fashion-mnist:FOLDER, mnist-idx:FOLDER or cifar10:FOLDER")
     p.add_argument("--baseline-epochs", dest="baseline_epochs", type=int, default=S,
-                   help="epochs of the zoo baseline when no --weights (default: the default recipe)")
+                   help="epochs of the zoo baseline when no --weights (default: the data set's recipe)")
     p.add_argument("--space", choices=SPACES, default=S, help="default channels")
     p.add_argument("--encoding", default=S, help="channels: binary (default) or ratio; weights: ratio or mask")
     p.add_argument("--layers", default=S, help="comma-separated layer names to search (default all)")
@@ -74,7 +74,17 @@ def _add_search_options(p):
     p.add_argument("--train-samples", dest="train_samples", type=int, default=S,
                    help="training images used for fine-tuning (default all)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="evaluation batch (default 250)")
-    p.add_argument("--threads", type=int, default=S, help="torch threads while evaluating")
+    p.add_argument("--threads", type=int, default=S,
+                   help="torch threads while evaluating (with --workers: per worker, default cores // workers)")
+    p.add_argument("--workers", type=int, default=S,
+                   help="evaluate each generation's candidates in this many worker processes (default: in this "
+                        "process); a run may be resumed with another number")
+    _add_device_option(p, S)
+
+
+def _add_device_option(p, default="auto"):
+    p.add_argument("--device", default=default,
+                   help="where networks run: auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
 
 
 def build_parser():
@@ -91,6 +101,7 @@ def build_parser():
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--force", action="store_true", help="start over even if the folder holds a demo run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_option(p)
     p.set_defaults(func=commands.cmd_demo)
 
     p = sub.add_parser("search", help="search a pruning, with a checkpoint after every generation")
@@ -120,6 +131,7 @@ def build_parser():
                    help="instead of one pick, retrain N front points spread along MACs; write "
                         "RUN/retrained_front.csv and .png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)
 
     p = sub.add_parser("export", help="export the picked pruned model (not retrained)")
@@ -152,6 +164,7 @@ def build_parser():
     p.add_argument("--augment", choices=("none", "flip", "flip+crop"), default=None,
                    help=f"{recipe} (MNIST none, Fashion-MNIST flip+crop)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_option(p)
     p.set_defaults(func=commands.cmd_train)
 
     p = sub.add_parser("data", help="data sets: `moprune data fetch fashion-mnist`")

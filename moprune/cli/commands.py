@@ -143,15 +143,16 @@ def cmd_train(args):
     from moprune.models.baselines import DEFAULT_RECIPE, baseline_recipe, pretrained
     from moprune.train import evaluate
 
+    _check_device(args)
     spec = cfg.check_data(args.data)
     data = cfg.load_data(spec)
     recipe = baseline_recipe(args.model, cfg.data_set(spec))  # the data set's recipe, then the options given
     recipe.update({k: getattr(args, k) for k in DEFAULT_RECIPE if getattr(args, k, None) is not None})
     if getattr(args, "augment", None) is not None:
         recipe["augment"] = None if args.augment == "none" else args.augment
-    model = pretrained(args.model, data=data, progress=not args.quiet, **recipe)
-    val = evaluate(model, data.val)
-    test = evaluate(model, data.test)
+    model = pretrained(args.model, data=data, progress=not args.quiet, device=args.device, **recipe)
+    val = evaluate(model, data.val, device=args.device)
+    test = evaluate(model, data.test, device=args.device)
     print(f"{args.model} on {spec}: validation accuracy {100 * val:.2f}% ({len(data.val):,} images), "
           f"test accuracy {100 * test:.2f}% ({len(data.test):,} images)")
     return 0
@@ -206,10 +207,11 @@ def cmd_search(args):
         file_settings = cfg.read_toml(args.config) if args.config else {}
         asked = cfg.resolve({**stored, **file_settings, **given})
         config = cfg.validate({**cfg.DEFAULTS, **stored})
-        diff = config_differences(config, asked)
+        diff = config_differences(cfg.run_config(config), cfg.run_config(asked))
         if diff:
             raise MopruneError(f"{existing!r} holds a run with other settings ({diff}); {flag} "
                                "continues it as it was configured: leave those options out")
+        config.update(cfg.machine_settings(asked))  # --workers and --device may change on resume
         out = existing
     else:
         if args.out is None:
@@ -220,7 +222,7 @@ def cmd_search(args):
         file_settings = cfg.read_toml(args.config) if args.config else {}
         config = cfg.resolve(given, file_settings=file_settings)
         out = args.out
-    mode = prepare_run(out, config, resume=existing is not None, force=args.force)
+    mode = prepare_run(out, cfg.run_config(config), resume=existing is not None, force=args.force)
     restart = args.restart_from_csv is not None
     try:
         result = execute_search(out, config, resume=mode == "resume" and not restart, restart=restart,
@@ -366,7 +368,8 @@ def _macs_line(prefix, macs_ratio, params_ratio):
             f"params -{100 * (1 - params_ratio):.1f}% ({100 * params_ratio:.2f}% of the base)")
 
 
-def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, output=None, quiet=False):
+def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, output=None, quiet=False,
+                   device="auto"):
     """Pick, retrain, print and export the retrained model of run ``path``; returns the RetrainResult."""
     import torch
 
@@ -387,7 +390,7 @@ def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, o
     if train_samples is not None:
         train = subset(train, min(train_samples, len(train)), generator=torch.Generator().manual_seed(seed))
     out = retrain((space, row), data=Splits(train, data.val, data.test), base_model=model, epochs=epochs, lr=lr,
-                  seed=seed, progress=not quiet)
+                  seed=seed, progress=not quiet, device=device)
     print(f"retrained {epochs} epoch(s) on {len(train):,} images: test accuracy {100 * out.test_accuracy:.2f}% "
           f"(base model {100 * out.base_test_accuracy:.2f}%), validation {100 * out.val_accuracy:.2f}%")
     print(_macs_line("", out.macs_ratio, out.params_ratio))
@@ -404,7 +407,7 @@ RETRAINED_FRONT = "retrained_front"
 
 
 def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, lr=0.05, seed=0,
-                         train_samples=None, quiet=False):
+                         train_samples=None, quiet=False, device="auto"):
     """Retrain ``n_points`` of run ``path``'s front; write ``retrained_front.csv``/``.png`` and ``front/*.pt``.
 
     Returns:
@@ -434,7 +437,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
                              generator=torch.Generator().manual_seed(seed)), data.val, data.test)
     frame = retrain_front(result, data=data, base_model=model, n_points=n_points, epochs=epochs, lr=lr, seed=seed,
                           max_drop=max_drop, max_macs=max_macs, out_dir=os.path.join(path, "front"),
-                          progress=not quiet)
+                          progress=not quiet, device=device)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
         frame.drop(columns=["genome"]).to_csv(tmp)
     ax = plot_retrained_front(frame, search=result, log_macs=True, zoom=5.0)
@@ -455,13 +458,21 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     return frame
 
 
+def _check_device(args):
+    """Refuse a ``--device`` this machine lacks before any work (the message lists what it has)."""
+    from moprune.devices import resolve_device
+
+    resolve_device(args.device, "--device")
+
+
 def cmd_retrain(args):
+    _check_device(args)
     if getattr(args, "front", None) is not None:
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                             train_samples=args.train_samples, quiet=args.quiet)
+                             train_samples=args.train_samples, quiet=args.quiet, device=args.device)
         return 0
     retrain_picked(args.run, args, epochs=args.epochs, train_samples=args.train_samples, lr=args.lr,
-                   seed=args.seed, output=args.output, quiet=args.quiet)
+                   seed=args.seed, output=args.output, quiet=args.quiet, device=args.device)
     return 0
 
 
@@ -569,9 +580,10 @@ def cmd_demo(args):
     # and the retraining keep torch's default, which is faster for them on an idle machine
     start = time.perf_counter()
     out = args.out
-    config = cfg.resolve(dict(DEMO_CONFIG))
+    _check_device(args)
+    config = cfg.resolve({**DEMO_CONFIG, "device": args.device})
     stored = read_config(out)
-    resume = stored is not None and not args.force and not config_differences(stored, config)
+    resume = stored is not None and not args.force and not config_differences(stored, cfg.run_config(config))
     print(f"moprune demo: the default search over the channels of the mnist_cnn baseline, {config['pop_size']} x "
           f"{config['generations']} candidates, then {DEMO_FRONT_POINTS} small front models retrained "
           f"{DEMO_RETRAIN_EPOCHS} epoch(s) each and the smallest within {DEMO_PICK_DROP} points of the base kept; "
@@ -579,14 +591,15 @@ def cmd_demo(args):
     if not os.path.isfile(weights_path("mnist_cnn", DEFAULT_RECIPE)):
         print(f"first run: training the mnist_cnn baseline ({DEFAULT_RECIPE['epochs']} epochs on 50,000 images, "
               "a few minutes; cached for later runs)", flush=True)
-    prepare_run(out, config, resume=resume, force=args.force)
+    prepare_run(out, cfg.run_config(config), resume=resume, force=args.force)
     result = execute_search(out, config, resume=resume, quiet=args.quiet)
     _print_search_summary(out, result)
     front = write_report(out, result)
     print(f"Pareto front ({len(front)} points):")
     _print_table(front_table(front))
     frame = retrain_front_of_run(out, n_points=DEMO_FRONT_POINTS, epochs=DEMO_RETRAIN_EPOCHS, lr=DEMO_RETRAIN_LR,
-                                 max_drop=DEMO_SEARCH_DROP, max_macs=DEMO_MAX_MACS, quiet=args.quiet)
+                                 max_drop=DEMO_SEARCH_DROP, max_macs=DEMO_MAX_MACS, quiet=args.quiet,
+                                 device=args.device)
     try:
         row = pick(frame, "max_drop", max_drop=DEMO_PICK_DROP)
     except MopruneValueError:  # none within the drop after retraining: the most accurate one

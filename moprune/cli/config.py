@@ -43,16 +43,32 @@ DEFAULTS = {
     "train_samples": None,
     "batch_size": 250,
     "threads": None,
+    "workers": None,
+    "device": "auto",
 }
 """Every setting of a search and its default (``generations`` defaults to 30 when neither
 ``generations`` nor ``evaluations`` is set)."""
 
+MACHINE_SETTINGS = ("workers", "device")
+"""Settings that say where a run's candidates are evaluated, not what the run is: they are not
+stored in the run's ``config.json``, and a run may be resumed with other values."""
+
 DEFAULT_GENERATIONS = 30
 
 _INTS = {"pop_size": 2, "generations": 1, "evaluations": 1, "seed": 0, "val_samples": 1, "finetune_steps": 0,
-         "train_samples": 1, "batch_size": 1, "threads": 1, "baseline_epochs": 1}
+         "train_samples": 1, "batch_size": 1, "threads": 1, "baseline_epochs": 1, "workers": 1}
 _OPTIONAL = {"weights", "baseline_epochs", "encoding", "layers", "max_accuracy_drop", "generations",
-             "evaluations", "train_samples", "threads"}
+             "evaluations", "train_samples", "threads", "workers"}
+
+
+def run_config(config):
+    """``config`` without the :data:`MACHINE_SETTINGS`: what a run directory stores and compares."""
+    return {k: v for k, v in config.items() if k not in MACHINE_SETTINGS}
+
+
+def machine_settings(config):
+    """The :data:`MACHINE_SETTINGS` of ``config`` (defaults where absent)."""
+    return {k: config.get(k, DEFAULTS[k]) for k in MACHINE_SETTINGS}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -113,12 +129,16 @@ def validate(config):
         MopruneValueError: the first invalid setting, named, with what is allowed and what came.
     """
     from moprune.algorithms import ALGORITHMS
+    from moprune.devices import resolve_device
     from moprune.models import model_names
     from moprune.problem import OBJECTIVES
 
     config = dict(config)
     for key, minimum in _INTS.items():
         check_int(key, config[key], low=minimum, allow_none=key in _OPTIONAL)
+    if not isinstance(config["device"], str):
+        raise invalid_value("device", "a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')", config["device"])
+    resolve_device(config["device"], "device")  # a device this machine has
     if config["generations"] is not None and config["evaluations"] is not None:
         raise conflict(("generations", "evaluations"), "at most one of them set",
                        (config["generations"], config["evaluations"]))
@@ -336,7 +356,8 @@ def build_problem(config, model, data):
     n_train = None if config["train_samples"] is None else min(config["train_samples"], len(data.train))
     evaluator = Evaluator(data.val, n_samples=n_val, batch_size=config["batch_size"],
                           finetune=config["finetune_steps"] or None, train_data=data.train,
-                          n_train_samples=n_train, seed=config["seed"], num_threads=config["threads"])
+                          n_train_samples=n_train, seed=config["seed"], num_threads=config["threads"],
+                          device=config["device"], workers=config["workers"])
     return PruningProblem(space, evaluator, objectives=tuple(config["objectives"]),
                           max_accuracy_drop=config["max_accuracy_drop"])
 
