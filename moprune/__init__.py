@@ -25,6 +25,7 @@ _EXPORTS = {
     "Evaluation": "moprune.archive", "SearchResult": "moprune.archive",
     "Splits": "moprune.data", "load_cifar10": "moprune.data", "load_mnist": "moprune.data",
     "load_mnist_idx": "moprune.data", "fetch_fashion_mnist": "moprune.data", "load_fashion_mnist": "moprune.data",
+    "available_devices": "moprune.devices", "resolve_device": "moprune.devices",
     "Evaluator": "moprune.evaluation",
     "MopruneError": "moprune.exceptions", "MopruneValueError": "moprune.exceptions",
     "export": "moprune.exporting", "export_onnx": "moprune.exporting", "load": "moprune.exporting",
@@ -57,6 +58,7 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from moprune.archive import Evaluation, SearchResult
     from moprune.data import Splits, fetch_fashion_mnist, load_cifar10, load_fashion_mnist, load_mnist, load_mnist_idx
+    from moprune.devices import available_devices, resolve_device
     from moprune.evaluation import Evaluator
     from moprune.exceptions import MopruneError, MopruneValueError
     from moprune.exporting import export, export_onnx, load
@@ -85,6 +87,7 @@ __all__ = [
     "Splits",
     "WeightSpace",
     "__version__",
+    "available_devices",
     "compare",
     "evaluate",
     "export",
@@ -104,6 +107,7 @@ __all__ = [
     "pareto_front",
     "pick",
     "pretrained",
+    "resolve_device",
     "retrain",
     "retrain_front",
     "search",

@@ -84,6 +84,20 @@ def test_an_unknown_or_missing_device_is_a_clear_error():
         Evaluator(make_data(50, 1), device=missing)
 
 
+def test_devices_are_public_and_reach_the_space_s_taylor_importance():
+    from moprune.models import get_model
+
+    assert moprune.resolve_device is resolve_device and moprune.available_devices is available_devices
+    model = get_model("lenet5").eval()
+    batch = torch.rand(16, 1, 28, 28)
+    with pytest.raises(MopruneValueError, match=r"^device must be a device this machine has"):
+        moprune.ChannelSpace(model, importance="taylor", importance_data=batch, device="cuda:64")
+    here = moprune.ChannelSpace(model, importance="taylor", importance_data=batch, device="cpu")
+    auto = moprune.ChannelSpace(model, importance="taylor", importance_data=batch)
+    assert here.keep_order().tolist() == auto.keep_order().tolist()
+    assert next(here.model.parameters()).device == torch.device("cpu")
+
+
 def test_amp_is_checked_and_cuda_only():
     assert check_amp(None, torch.device("cpu")) is None
     with pytest.raises(MopruneValueError, match=r"^amp must be one of \[None, 'bf16', 'fp16'\]; got 'fp8'"):

@@ -17,6 +17,7 @@ import torch
 from pymoo.core.repair import Repair
 from torch import nn
 
+from moprune.devices import Device, resolve_device
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
 from moprune.space.base import Plan, Space, default_example_inputs
@@ -53,6 +54,8 @@ class ChannelSpace(Space):
             ``(x, y)`` pair, a ``Dataset`` or an iterable of ``(x, y)`` batches.
         importance_batches: How many batches of ``importance_data`` to use.
         generator: ``torch.Generator`` or int seed for ``"random"`` (default seed 0).
+        device: Where ``"taylor"`` importance runs its batches (see
+            :func:`moprune.devices.resolve_device`); the space and its model stay on the CPU.
 
     Attributes:
         group_names, group_slices, group_sizes: One entry per group, in genome order (binary:
@@ -70,7 +73,7 @@ class ChannelSpace(Space):
                  importance: str = "l1", layers: Optional[Iterable[Union[str, nn.Module]]] = None,
                  ignored_layers: Optional[Iterable[Union[str, nn.Module]]] = None, min_channels: int = 1,
                  round_to: Optional[int] = None, importance_data: Any = None, importance_batches: int = 4,
-                 generator: Union[None, int, torch.Generator] = None) -> None:
+                 generator: Union[None, int, torch.Generator] = None, device: Device = "auto") -> None:
         if encoding not in ENCODINGS:
             raise invalid_value("encoding", f"one of {ENCODINGS}", encoding)
         if importance not in IMPORTANCES:
@@ -80,6 +83,7 @@ class ChannelSpace(Space):
         min_channels = check_int("min_channels", min_channels, low=1)
         round_to = check_int("round_to", round_to, low=1, allow_none=True)
         importance_batches = check_int("importance_batches", importance_batches, low=1)
+        device = resolve_device(device)
         if importance == "taylor" and importance_data is None:
             raise invalid_value("importance_data", 'data (a tensor batch or a dataset) when importance="taylor"', None)
         example_inputs = default_example_inputs(model, example_inputs)
@@ -98,7 +102,8 @@ class ChannelSpace(Space):
         graph, calls, gf2call = trace(work, example_inputs)
         self._collect_groups(work, graph, layer_names, ignored_names)
         self._build_cost(work, graph, calls, gf2call)
-        scores = channel_importance(self, work, importance, importance_data, importance_batches, generator)
+        scores = channel_importance(self, work, importance, importance_data, importance_batches, generator,
+                                    device if importance == "taylor" else None)
         self._set_order(scores)
         self.base_macs, self.base_params = int(self._base_cost[0]), int(self._base_cost[1])
         _LOG.debug("ChannelSpace: %d groups, %d genes", len(self.group_names), self.n_genes)
@@ -387,7 +392,7 @@ class ChannelSpace(Space):
                         if index is None:
                             target.copy_(value)
                         else:
-                            target[index] = value.to(target.dtype)
+                            target[index] = value.to(target.device, target.dtype)
                     except (RuntimeError, IndexError) as exc:
                         raise invalid_value("pruned_model", f"a model materialized by this space from x_or_plan "
                                             f"({mname}.{attr}: {exc})", tuple(value.shape)) from None

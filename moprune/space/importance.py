@@ -13,7 +13,7 @@ from torch import nn
 from moprune.exceptions import invalid_value
 
 
-def channel_importance(space, work, kind, data, n_batches, generator):
+def channel_importance(space, work, kind, data, n_batches, generator, device=None):
     """One score per gene (root channel) of ``space``, higher = keep first.
 
     Args:
@@ -23,6 +23,7 @@ def channel_importance(space, work, kind, data, n_batches, generator):
         data: Batches for ``"taylor"`` (see :func:`batches`).
         n_batches: How many batches ``"taylor"`` uses.
         generator: ``torch.Generator``, int seed or ``None`` (seed 0) for ``"random"``.
+        device: Where ``"taylor"`` runs its batches (``work`` is moved there; ``None``: the CPU).
     """
     scores = np.zeros(space.n_genes)
     if kind == "random":
@@ -40,6 +41,8 @@ def channel_importance(space, work, kind, data, n_batches, generator):
                 norms = m.weight.detach().abs().flatten(1).sum(1).double().numpy()
                 np.add.at(scores, gene, norms[tgt])
         return scores
+    device = torch.device("cpu") if device is None else device
+    work.to(device)
     acts = {}
     handles = []
     for (mname, _), tgt, gene in outs:
@@ -48,6 +51,7 @@ def channel_importance(space, work, kind, data, n_batches, generator):
         handles.append(work.get_submodule(mname).register_forward_hook(hook))
     try:
         for x, y in batches(data, n_batches):
+            x, y = x.to(device), (None if y is None else y.to(device))
             acts.clear()
             with torch.enable_grad():
                 logits = work(x)
@@ -60,7 +64,7 @@ def channel_importance(space, work, kind, data, n_batches, generator):
                 if g is None:
                     continue
                 a = acts[n].detach()
-                per = (a * g).abs().transpose(0, 1).reshape(a.shape[1], -1).sum(1).double().numpy()
+                per = (a * g).abs().transpose(0, 1).reshape(a.shape[1], -1).sum(1).double().cpu().numpy()
                 for (mname, _), tgt, gene in outs:
                     if mname == n:
                         np.add.at(scores, gene, per[tgt])

@@ -215,7 +215,7 @@ class WeightSpace(Space):
                                         f"{tuple(target.shape)})", None if value is None else tuple(value.shape))
                 if name in weight_of:
                     mask = masks[weight_of[name]].to(target.device)
-                    target.copy_(torch.where(mask, value.to(target.dtype), target))
+                    target.copy_(torch.where(mask, value.to(target.device, target.dtype), target))
                 else:
                     target.copy_(value)
         new = copy.copy(self)
