@@ -425,7 +425,8 @@ class LowRankSpace(IntegerGenomes, Space):
         return self._factor_cache
 
     # ------------------------------------------------------------------ ranks of a population
-    def layer_ranks(self, X: np.ndarray, widths: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None):
+    def layer_ranks(self, X: np.ndarray, widths: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]] = None
+                    ) -> List[Tuple[Tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]]:
         """Per layer: ranks, whether it is decomposed, and the cost change, for each genome.
 
         Args:
