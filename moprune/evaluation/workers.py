@@ -108,6 +108,10 @@ def _worker_main(conn, threads: int) -> None:
             return
 
 
+_HINT = ("a worker is a new Python process: a script must start the search under "
+         "`if __name__ == \"__main__\":`, and the classes of the model and space must be importable from a "
+         "module, not only defined in an interactive session")
+
 _PRELOAD = ["torch", "moprune.evaluation.evaluator", "moprune.evaluation.workers"]
 
 
@@ -283,7 +287,7 @@ class WorkerPool:
                     continue
                 if message is not None and message[0] == "init_error":
                     self.close()
-                    raise MopruneError(f"a worker process could not set up: {message[1]}")
+                    raise MopruneError(f"a worker process could not set up: {message[1]} ({_HINT})")
                 # the worker died (killed, out of memory, crashed)
                 w.process.join(1.0)
                 code = w.process.exitcode
@@ -291,7 +295,10 @@ class WorkerPool:
                     start_failures += 1
                     if start_failures >= _START_FAILURES:
                         self.close()
-                        raise MopruneError(f"worker processes keep dying at start-up (exit code {code})")
+                        raise MopruneError(f"worker processes keep dying at start-up (exit code {code}); {_HINT}")
+                if w.task is not None and not w.ready:  # it died setting up: not the candidate's doing
+                    pending.appendleft(w.task)
+                    w.task = None
                 if w.task is not None:
                     index, w.task = w.task, None
                     deaths[index] = deaths.get(index, 0) + 1
