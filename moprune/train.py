@@ -79,7 +79,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         generator: ``torch.Generator`` for the shuffling; same generator state, same result.
         progress: Show a tqdm bar (it switches itself off when stderr is not a terminal).
         desc: Label of the progress bar.
-        augment: ``None``, ``"flip"`` or ``"flip+crop"``: augment every training batch with
+        augment: ``None``, ``"flip"``, ``"flip+crop"`` or ``"crop"``: augment every training batch with
             :func:`moprune.data.augment.augment_batch`, drawing from ``generator``.
         device: Where to train (see :func:`moprune.devices.resolve_device`); ``model`` (and
             ``teacher``) are moved there and left there, batches are moved one at a time.

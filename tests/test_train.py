@@ -86,3 +86,22 @@ def test_fit_rejects_bad_arguments(kwargs, message):
     with pytest.raises(MopruneValueError) as info:
         fit(mlp(), blobs(), progress=False, **kwargs)
     assert str(info.value) == message
+
+
+def test_crop_augmentation_shifts_digits_without_mirroring_them():
+    import torch
+
+    from moprune.data.augment import CROP_PADDING, augment_batch
+
+    x = torch.zeros(64, 1, 12, 12)
+    x[:, 0, 4:8, 5] = 1.0  # a vertical bar left of the centre column: a mirror moves it right of it
+    x[:, 0, 4, 5:8] = 1.0  # and a top bar going right, which a mirror turns left
+    out = augment_batch(x, "crop", generator=torch.Generator().manual_seed(0))
+    shifts = set()
+    for image in out:
+        ys, xs = torch.nonzero(image[0], as_tuple=True)
+        dy, dx = int(ys.min()) - 4, int(xs.min()) - 5
+        assert abs(dy) <= CROP_PADDING and abs(dx) <= CROP_PADDING
+        assert torch.equal(torch.roll(x[0, 0], (dy, dx), dims=(0, 1)), image[0])  # a pure shift, never a mirror
+        shifts.add((dy, dx))
+    assert len(shifts) > 10  # the shifts vary from image to image

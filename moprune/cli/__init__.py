@@ -161,7 +161,7 @@ def build_parser():
     p.add_argument("--weight-decay", dest="weight_decay", type=float, default=None,
                    help=f"{recipe} (MNIST {DEFAULT_RECIPE['weight_decay']})")
     p.add_argument("--seed", type=int, default=None, help=f"{recipe} (MNIST {DEFAULT_RECIPE['seed']})")
-    p.add_argument("--augment", choices=("none", "flip", "flip+crop"), default=None,
+    p.add_argument("--augment", choices=("none", "flip", "flip+crop", "crop"), default=None,
                    help=f"{recipe} (MNIST none, Fashion-MNIST flip+crop)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)

@@ -25,7 +25,7 @@ DEFAULT_RECIPE = {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e
 #: The data sets a baseline can be trained on by name (``pretrained(name, data="fashion-mnist")``).
 DATA_SETS = ("mnist", "fashion-mnist")
 
-#: Recipe keys beyond :data:`DEFAULT_RECIPE`'s: ``augment`` (``None``, ``"flip"`` or ``"flip+crop"``, see
+#: Recipe keys beyond :data:`DEFAULT_RECIPE`'s: ``augment`` (``None``, ``"flip"``, ``"flip+crop"`` or ``"crop"``, see
 #: :func:`moprune.data.augment.augment_batch`). Left out of the cache key when ``None``.
 EXTRA_RECIPE_KEYS = ("augment",)
 
