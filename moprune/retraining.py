@@ -134,7 +134,7 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             distill_weight: float = 0.0, temperature: float = 4.0, epochs: int = 10, lr: float = 0.05,
             batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
             schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True, eval_batch_size: int = 250,
-            progress: bool = False, device: Device = "auto",
+            progress: bool = False, device: Device = "auto", augment: Optional[str] = None,
             _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
@@ -161,6 +161,8 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         progress: Show a progress bar.
         device: Where to train and evaluate (see :func:`moprune.devices.resolve_device`); the
             result's model is handed back on the CPU.
+        augment: Augment the training batches (``None``, ``"crop"``, ``"flip"``, ``"flip+crop"``;
+            see :func:`moprune.data.augment.augment_batch`).
         _base: Internal: the base model's measurements from ``_measure_base`` (so that
             :func:`retrain_front` measures the base once for all its points).
 
@@ -189,7 +191,7 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         train_loss = fit(model, data.train, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                          momentum=momentum, weight_decay=weight_decay, schedule=schedule, teacher=teacher,
                          distill_weight=float(distill_weight), temperature=temperature, generator=generator,
-                         progress=progress, desc="retrain", device=device)
+                         progress=progress, desc="retrain", device=device, augment=augment)
     test_accuracy = evaluate(model, data.test, batch_size=eval_batch_size, device=device)
     val_accuracy = evaluate(model, data.val, batch_size=eval_batch_size, device=device)
     model.cpu()

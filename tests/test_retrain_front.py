@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_export import tiny_splits, trained_lenet5
 
 import moprune
@@ -77,3 +78,18 @@ def test_retrain_front_filters_and_bad_input(searched):
         retrain_front(front, data=data, base_model=model)
     with pytest.raises(MopruneValueError, match="base_model"):
         retrain_front(result, data=data, base_model=None)
+
+
+@pytest.mark.slow
+def test_retrain_augment_changes_training_and_is_checked(searched):
+    data, model, result = searched
+    row = moprune.pareto_front(result).iloc[0]
+    options = dict(data=data, base_model=model, epochs=1, batch_size=64, seed=0)
+    plain = moprune.retrain((result.space, row["genome"]), **options)
+    again = moprune.retrain((result.space, row["genome"]), **options)
+    shifted = moprune.retrain((result.space, row["genome"]), augment="crop", **options)
+    weights = [torch.cat([p.flatten() for p in r.model.parameters()]) for r in (plain, again, shifted)]
+    assert torch.equal(weights[0], weights[1])  # same seed, same model
+    assert not torch.equal(weights[0], weights[2])  # the shifted batches trained it differently
+    with pytest.raises(MopruneValueError, match="augment"):
+        moprune.retrain((result.space, row["genome"]), augment="rotate", **options)
