@@ -12,8 +12,13 @@ Part ``memory``: resident memory (``VmRSS``) of the searching process, and of ea
 every generation of a 60-generation default search (population 20, 200 validation images), with
 and without ``malloc_trim``; growth between generation 10 and 60. Target: under 5%.
 
-Run: ``.venv/bin/python benchmarks/bench_workers.py [--part speed|memory|all]`` on an otherwise
-idle machine (the committed output is ``benchmarks/results/bench_workers.txt``).
+Timing needs an otherwise idle machine: Linux shares the CPU between sessions (autogroups)
+before it shares it between processes, so while jobs of other sessions keep the cores busy, a
+search's extra worker processes get no extra CPU time. The CPU time per candidate printed beside
+each rate (all processes of the configuration together) is what such contention leaves unchanged.
+
+Run: ``.venv/bin/python benchmarks/bench_workers.py [--part speed|memory|all]``; the output is
+written to ``benchmarks/results/bench_workers[_PART].txt``.
 """
 
 import argparse
@@ -37,6 +42,17 @@ def proc_kib(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of this process and of processes ``pids`` so far."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def setup(n_samples):
@@ -63,15 +79,19 @@ def speed(rounds, n_candidates):
     evaluators = {name: Evaluator(splits.val, n_samples=2000, batch_size=250, cache=False, device="cpu", **kw)
                   for name, kw in configs.items()}
     times = {name: [] for name in configs}
+    cpu = {name: [] for name in configs}
+    loads = []
     records = {}
     for ev in evaluators.values():  # warm-up: start the pool, first allocations
         ev.__enter__()
         ev.evaluate(space, X[:4])
     for r in range(rounds):
+        loads.append(os.getloadavg()[0])
         for name, ev in evaluators.items():
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(ev.worker_pids), time.perf_counter()
             out = ev.evaluate(space, X)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(cpu_seconds(ev.worker_pids) - c0)
             records.setdefault(name, [(o.plan_key, o.accuracy) for o in out])
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {len(X) / times[n][-1]:.1f}/s" for n in configs),
               flush=True)
@@ -81,10 +101,12 @@ def speed(rounds, n_candidates):
     rate = {n: len(X) / statistics.median(t) for n, t in times.items()}
     base, two = rate["1 process x 1 thread"], rate["1 process x 2 threads"]
     lines = [f"speed: {len(X)} mnist_cnn channel candidates, 2,000 validation images, batch 250, "
-             f"median of {rounds} interleaved rounds (pool start-up excluded)"]
+             f"median of {rounds} interleaved rounds (pool start-up excluded); 1-minute load average at the "
+             f"rounds' starts: {', '.join(f'{v:.1f}' for v in loads)}"]
     for name in configs:
+        per = statistics.median(cpu[name]) / len(X)
         lines.append(f"  {name:24s} {rate[name]:6.2f} candidates/s   x{rate[name] / base:.2f} of 1x1   "
-                     f"x{rate[name] / two:.2f} of 1x2")
+                     f"x{rate[name] / two:.2f} of 1x2   CPU {1000 * per:.0f} ms per candidate (all processes)")
     same = all(records[n] == records["1 process x 1 thread"] for n in configs)
     lines.append(f"  records identical across configurations: {same}")
     lines.append(f"  peak resident memory per worker (VmHWM): {', '.join(f'{m:.0f} MiB' for m in worker_peaks)}; "
@@ -162,7 +184,8 @@ def main():
     lines.append(f"load average after: {os.getloadavg()[0]:.2f}")
     print(lines[-1])
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "bench_workers.txt"), "w") as f:
+    name = "bench_workers.txt" if args.part == "all" else f"bench_workers_{args.part}.txt"
+    with open(os.path.join(HERE, "results", name), "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
