@@ -77,18 +77,22 @@ def test_full_rank_genome_reproduces_the_base_model(cls, name):
     assert torch.equal(output(same), output(default.model))
 
 
-def test_truncated_svd_is_the_best_rank_r_approximation():
+@pytest.mark.parametrize("shape", [(40, 30), (20, 50)], ids=["wide", "tall"])
+def test_truncated_svd_is_the_best_rank_r_approximation(shape):
     torch.manual_seed(0)
-    layer = nn.Linear(40, 30)
+    layer = nn.Linear(*shape)
     r = 7
     seq = factorize(layer, (r,))
     assert [type(m) for m in seq] == [nn.Linear, nn.Linear] and seq[0].bias is None
-    assert seq[0].weight.shape == (r, 40) and seq[1].weight.shape == (30, r)
+    assert seq[0].weight.shape == (r, shape[0]) and seq[1].weight.shape == (shape[1], r)
     w = layer.weight.detach().double()
     approx = (seq[1].weight.double() @ seq[0].weight.double())
     s = torch.linalg.svdvals(w)
     assert torch.linalg.norm(w - approx).item() == pytest.approx(s[r:].square().sum().sqrt().item(), rel=1e-5)
-    x = torch.randn(5, 40)
+    # singular values split evenly: both factors carry sqrt(s_i)
+    assert torch.allclose(seq[0].weight.norm(dim=1).double() ** 2, s[:r], rtol=1e-4)
+    assert torch.allclose(seq[1].weight.norm(dim=0).double() ** 2, s[:r], rtol=1e-4)
+    x = torch.randn(5, shape[0])
     with torch.no_grad():
         assert torch.allclose(seq(x), x @ approx.float().T + layer.bias, atol=1e-5)
 
