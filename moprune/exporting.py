@@ -6,7 +6,8 @@ The file is a plain ``torch.save`` of a dict that ``torch.load(..., weights_only
 - ``format``/``version``: ``"moprune-export"``, ``1``;
 - ``factory``: the zoo name of the model's class (``"mnist_cnn"``...) or ``None``;
 - ``modules``: for every Conv/Linear/BatchNorm/GroupNorm/LayerNorm module, its name, type and
-  constructor arguments (the pruned shapes);
+  constructor arguments (the pruned shapes), and for every ``nn.Sequential`` its length (a
+  low-rank factorisation replaces one layer by a sequence of smaller ones);
 - ``state_dict``: the weights (a ``torch.nn.utils.prune`` re-parametrisation is folded in);
 - ``meta``: the caller's dict (plain values only), plus ``torch_version`` and ``moprune_version``.
 
@@ -66,6 +67,8 @@ def _describe_module(module):
     if type(module) is nn.LayerNorm:
         return {"type": "LayerNorm", "normalized_shape": list(module.normalized_shape), "eps": module.eps,
                 "elementwise_affine": module.elementwise_affine, "bias": module.bias is not None}
+    if type(module) is nn.Sequential:
+        return {"type": "Sequential", "length": len(module)}
     return None
 
 
@@ -86,6 +89,8 @@ def _build_module(spec):
     if kind == "LayerNorm":
         spec["normalized_shape"] = tuple(spec["normalized_shape"])
         return nn.LayerNorm(**spec)
+    if kind == "Sequential":  # placeholders; the recorded children replace them
+        return nn.Sequential(*[nn.Identity() for _ in range(int(spec["length"]))])
     raise DataError(f"the export file records a module of unknown type {kind!r}")
 
 
@@ -162,6 +167,9 @@ def _rebuild(payload, template):
             "pass model= an instance of the original (unpruned) architecture to load it into")
     names = dict(model.named_modules())
     for name, spec in payload["modules"].items():
+        if (isinstance(spec, dict) and spec.get("type") == "Sequential" and type(names.get(name)) is nn.Sequential
+                and len(names[name]) == spec.get("length")):
+            continue  # the architecture's own sequence (its activations and pooling stay)
         if not isinstance(name, str) or name not in names or not name:
             raise DataError(f"the export records a module {name!r} that the "
                             f"{type(model).__name__} architecture does not have")
@@ -174,6 +182,8 @@ def _rebuild(payload, template):
             raise DataError(f"the export's description of module {name!r} is malformed ({type(exc).__name__}: "
                             f"{exc})") from None
         _set_submodule(model, name, module)
+        if isinstance(module, nn.Sequential):
+            names = dict(model.named_modules())  # its children can be swapped next
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as exc:

@@ -119,6 +119,24 @@ def test_reloaded_export_gives_identical_outputs(tmp_path, builder):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
+@pytest.mark.parametrize("name", ["lenet5_caffe", "vgg_small", "resnet8"])
+@pytest.mark.parametrize("space_class", ["LowRankSpace", "LowRankChannelSpace"])
+def test_low_rank_factorised_models_export_and_load(tmp_path, name, space_class):
+    import moprune
+
+    model = get_model(name).eval()
+    space = getattr(moprune, space_class)(model)
+    genome = np.random.default_rng(0).integers(space.xl, space.xu + 1)
+    factorised = space.materialize(genome)
+    assert any(type(m) is nn.Sequential for _, m in factorised.named_modules()
+               if _ and type(dict(model.named_modules()).get(_)) is not nn.Sequential)  # a layer was factorised
+    export(factorised, tmp_path / "f.pt")
+    loaded = load(tmp_path / "f.pt")
+    assert describe(loaded) == describe(factorised)
+    x = torch.rand(2, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loaded(x), factorised(x), atol=1e-6)
+
+
 def test_pruned_mnist_cnn_shapes_are_recorded(tmp_path):
     export(pruned_mnist_cnn(), tmp_path / "m.pt")
     loaded = load(tmp_path / "m.pt")
