@@ -327,3 +327,33 @@ def test_importing_moprune_imports_neither_ray_nor_a_pool():
 def test_problem_accepts_a_worker_evaluator_without_starting_it():
     problem = PruningProblem(KillingSpace(tiny_model()), Evaluator(make_data(300, 2), workers=2, num_threads=1))
     assert problem.base_accuracy > 0.5 and problem.evaluator.worker_pids == []
+
+
+def _two_step_problem(workers):
+    """A random MLP's channel space (fine-tuning the elite helps it a lot), as in test_two_step."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    w = torch.randn(6, 3, generator=torch.Generator().manual_seed(123))
+
+    def data(n, seed):
+        x = torch.randn(n, 6, generator=torch.Generator().manual_seed(seed))
+        return TensorDataset(x, (x @ w).argmax(1))
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    evaluator = Evaluator(data(300, 2), n_samples=None, train_data=data(1000, 1), num_threads=1, workers=workers)
+    return PruningProblem(moprune.ChannelSpace(model, torch.zeros(1, 6)), evaluator)
+
+
+@pytest.mark.slow
+def test_two_step_rebases_the_space_of_running_workers():
+    results = []
+    for workers in (None, 2):
+        rounds = []
+        results.append(moprune.search(_two_step_problem(workers), "two_step", pop_size=6, n_gen=6, seed=0,
+                                      retrain_steps=60, retrain_lr=0.1,
+                                      callbacks=[lambda algorithm, _: rounds.append(algorithm.retrain_losses)]))
+        assert len(rounds[-1]) >= 1  # the elite was retrained and the space rebased mid-search
+    assert archive_key(results[0].archive) == archive_key(results[1].archive)
