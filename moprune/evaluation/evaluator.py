@@ -109,6 +109,8 @@ class Evaluator:
             evaluate a population's candidates in parallel. The pool starts at the first
             :meth:`evaluate` and runs until :meth:`close` (:func:`moprune.search` closes it at
             the end of a search it started; ``with evaluator:`` keeps it over several).
+            Workers are new processes: a script must start the search under
+            ``if __name__ == "__main__":`` and the model's class must be importable.
         devices: One device per worker (e.g. ``["cuda:0", "cuda:1"]``); worker ``i`` runs on
             ``devices[i % len(devices)]``. ``workers`` defaults to ``len(devices)``.
 
@@ -120,6 +122,8 @@ class Evaluator:
         n_cached: Candidates served from the cache.
         n_failed: Candidates whose evaluation failed (counted in ``n_evaluated``).
         cache: The :class:`EvaluationCache`.
+        device: The resolved ``torch.device``.
+        worker_pids: Process ids of the running workers (empty when none runs).
 
     Raises:
         MopruneValueError: An argument is invalid (the message names it).
