@@ -82,9 +82,12 @@ def speed(rounds, n_candidates):
     cpu = {name: [] for name in configs}
     loads = []
     records = {}
-    for ev in evaluators.values():  # warm-up: start the pool, first allocations
+    startup = {}
+    for name, ev in evaluators.items():  # warm-up: start the pool, first allocations
         ev.__enter__()
-        ev.evaluate(space, X[:4])
+        t0 = time.perf_counter()
+        ev.evaluate(space, X[:2])
+        startup[name] = time.perf_counter() - t0
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
         for name, ev in evaluators.items():
@@ -98,6 +101,11 @@ def speed(rounds, n_candidates):
     worker_peaks = [proc_kib(pid, "VmHWM") / 1024 for pid in evaluators["2 workers x 1 thread"].worker_pids]
     for ev in evaluators.values():
         ev.__exit__(None, None, None)
+    again = Evaluator(splits.val, n_samples=2000, batch_size=250, cache=False, device="cpu", num_threads=1, workers=2)
+    t0 = time.perf_counter()
+    again.evaluate(space, X[:2])
+    restart = time.perf_counter() - t0
+    again.close()
     rate = {n: len(X) / statistics.median(t) for n, t in times.items()}
     base, two = rate["1 process x 1 thread"], rate["1 process x 2 threads"]
     lines = [f"speed: {len(X)} mnist_cnn channel candidates, 2,000 validation images, batch 250, "
@@ -108,6 +116,9 @@ def speed(rounds, n_candidates):
         lines.append(f"  {name:24s} {rate[name]:6.2f} candidates/s   x{rate[name] / base:.2f} of 1x1   "
                      f"x{rate[name] / two:.2f} of 1x2   CPU {1000 * per:.0f} ms per candidate (all processes)")
     same = all(records[n] == records["1 process x 1 thread"] for n in configs)
+    lines.append(f"  start-up: the first pool of 2 workers and its first 2 candidates {startup['2 workers x 1 thread']:.2f} s "
+                 f"(the fork server imports torch), a later pool {restart:.2f} s; in one process the first 2 "
+                 f"candidates {startup['1 process x 1 thread']:.2f} s")
     lines.append(f"  records identical across configurations: {same}")
     lines.append(f"  peak resident memory per worker (VmHWM): {', '.join(f'{m:.0f} MiB' for m in worker_peaks)}; "
                  f"searching process: {proc_kib(os.getpid(), 'VmHWM') / 1024:.0f} MiB")
