@@ -40,14 +40,20 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", shlex.quote(script), *map(shlex.quote, sys.argv[1:])])
 
 
+STARTED = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+START_COMMIT = git_commit()
+"""The commit the study started from (the code it imported), read when the script imports this module."""
+
+
 def write_record(folder: str, *, wall_s: float, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Write ``record.json`` (command, wall time, versions, machine) into ``folder`` and return it."""
     record = {
         "command": command_line(),
         "wall_s": round(wall_s, 1),
+        "started": STARTED,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "moprune": moprune.__version__,
-        "commit": git_commit(),
+        "commit": START_COMMIT,
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         **(extra or {}),
