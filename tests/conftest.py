@@ -1,5 +1,7 @@
 """Shared test helpers (kept small: each test file builds what it needs)."""
 
+import signal
+
 import torch
 from torch import nn
 
@@ -15,6 +17,11 @@ def pytest_configure(config):
     slower; no result depends on the thread count (the evaluator's ``num_threads`` is tested).
     """
     torch.set_num_threads(1)
+    # Some tests press Ctrl-C on a child process. A test run started in the background of a
+    # non-interactive shell (`make test &`) inherits SIGINT ignored, and so would every child:
+    # Python then never raises KeyboardInterrupt. A handler here is reset to the default on exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def randomized_zoo_model(name, seed=0):
