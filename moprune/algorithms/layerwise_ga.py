@@ -69,11 +69,7 @@ class LayerwiseGA(SimulatedAnnealing):
             self.state_E = self.energy(self.state_F, self.state_drop, stage)
             if self.layerwise:
                 self._restart_from_best()
-        active = np.zeros(self.problem.n_var, dtype=bool)
-        if self.layerwise:
-            active[self.group_slices()[stage]] = True
-        else:
-            active[:] = True
+        active = self.active_genes(stage)
         self._schedule = (stage, local)
         n = self.pop_size - self.n_elites
         first, second = self._tournament(n), self._tournament(n)

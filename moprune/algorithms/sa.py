@@ -115,6 +115,15 @@ class SimulatedAnnealing(SeedAlgorithm):
         """``max(r_min, r0 * (1 - s))``."""
         return max(self.min_mutation_rate, self.mutation_rate * (1.0 - local_progress))
 
+    def active_genes(self, stage):
+        """Boolean mask of the genes that may move: group ``stage`` in layer-wise mode, else all."""
+        active = np.zeros(self.problem.n_var, dtype=bool)
+        if self.layerwise:
+            active[self.group_slices()[stage]] = True
+        else:
+            active[:] = True
+        return active
+
     def allowed_drop(self, stage):
         """The max-loss warm-up: allowed drop (points) while annealing group ``stage``."""
         return self.max_loss * (stage + 1) / len(self.group_slices())
@@ -167,11 +176,7 @@ class SimulatedAnnealing(SeedAlgorithm):
         if stage != self.stage:
             self.stage = stage
             self.state_E = self.energy(self.state_F, self.state_drop, stage)
-        active = np.zeros(self.problem.n_var, dtype=bool)
-        if self.layerwise:
-            active[self.group_slices()[stage]] = True
-        else:
-            active[:] = True
+        active = self.active_genes(stage)
         self._schedule = (stage, local)
         rate = self.rate(local)
         pop = self.proposal.do(self.problem, Population.new("X", self.state_X), random_state=self.random_state,

@@ -190,3 +190,23 @@ class Space(abc.ABC):
             raise invalid_value(argname, f"a ratio genome of length {self.n_var} with values in [0, 1]",
                                 f"values in [{X.min()}, {X.max()}]")
         return X
+
+
+def resolve_layers(model: nn.Module, items, argname: str) -> list:
+    """Qualified names of ``items`` (modules of ``model`` or their names), in the given order.
+
+    Raises:
+        MopruneValueError: an item is neither a module of ``model`` nor one of its names; the
+            message names ``argname``.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    known = set(names.values())
+    out = []
+    for item in items:
+        if isinstance(item, nn.Module) and item in names:
+            out.append(names[item])
+        elif isinstance(item, str) and item in known:
+            out.append(item)
+        else:
+            raise invalid_value(argname, "modules of the model or their qualified names", item)
+    return out

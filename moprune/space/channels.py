@@ -20,7 +20,7 @@ from torch import nn
 from moprune.devices import Device, resolve_device
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
-from moprune.space.base import Plan, Space, default_example_inputs
+from moprune.space.base import Plan, Space, default_example_inputs, resolve_layers
 from moprune.space.cost import CostModel, add_module_cost
 from moprune.space.graph import SLICEABLE, as_tuple, flatten_thop, is_depthwise, side_size, slice_module, trace
 from moprune.space.importance import channel_importance
@@ -95,8 +95,8 @@ class ChannelSpace(Space):
         self.vtype = bool if encoding == "binary" else float
         self._example_inputs = example_inputs
         self._modules = dict(model.named_modules())
-        layer_names = None if layers is None else set(self._resolve(model, layers, "layers"))
-        ignored_names = set(self._resolve(model, ignored_layers or [], "ignored_layers"))
+        layer_names = None if layers is None else set(resolve_layers(model, layers, "layers"))
+        ignored_names = set(resolve_layers(model, ignored_layers or [], "ignored_layers"))
 
         work = copy.deepcopy(model).eval()
         graph, calls, gf2call = trace(work, example_inputs)
@@ -109,20 +109,6 @@ class ChannelSpace(Space):
         _LOG.debug("ChannelSpace: %d groups, %d genes", len(self.group_names), self.n_genes)
 
     # ------------------------------------------------------------------ construction helpers
-    @staticmethod
-    def _resolve(model, layers, argname):
-        names = {m: n for n, m in model.named_modules()}
-        known = set(names.values())
-        out = []
-        for item in layers:
-            if isinstance(item, nn.Module) and item in names:
-                out.append(names[item])
-            elif isinstance(item, str) and item in known:
-                out.append(item)
-            else:
-                raise invalid_value(argname, "modules of the model or their qualified names", item)
-        return out
-
     def _collect_groups(self, work, graph, layer_names, ignored_names):
         order = {n: i for i, (n, _) in enumerate(work.named_modules())}
         name_of = {m: n for n, m in work.named_modules()}

@@ -42,7 +42,7 @@ from torch import nn
 
 from moprune.exceptions import MopruneError, invalid_value
 from moprune.logging import get_logger
-from moprune.space.base import Plan, Space, default_example_inputs
+from moprune.space.base import Plan, Space, default_example_inputs, resolve_layers
 from moprune.space.graph import as_tuple
 from moprune.validation import check_bool, check_int
 
@@ -294,20 +294,6 @@ class IntegerGenomes:
         return IntegerRepair(self.xl, self.xu)
 
 
-def _resolve(model, items, argname):
-    names = {m: n for n, m in model.named_modules()}
-    known = set(names.values())
-    out = []
-    for item in items:
-        if isinstance(item, nn.Module) and item in names:
-            out.append(names[item])
-        elif isinstance(item, str) and item in known:
-            out.append(item)
-        else:
-            raise invalid_value(argname, "modules of the model or their qualified names", item)
-    return out
-
-
 def _profile(model, example_inputs, names):
     """Per layer name, ``(p_in, p_out)`` summed over calls; and thop's ``(macs, params)`` of the model."""
     import thop
@@ -337,9 +323,9 @@ def _profile(model, example_inputs, names):
 
 def _find_layers(model, layers, ignored_layers):
     """Decomposable layers to search, in module order, and ``{name: why}`` for those left alone."""
-    ignored = set(_resolve(model, ignored_layers or [], "ignored_layers"))
+    ignored = set(resolve_layers(model, ignored_layers or [], "ignored_layers"))
     if layers is not None:
-        chosen = _resolve(model, layers, "layers")
+        chosen = resolve_layers(model, layers, "layers")
         for n in chosen:
             module = model.get_submodule(n)
             if decomposable(module) is None:
