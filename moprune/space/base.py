@@ -162,6 +162,16 @@ class Space(abc.ABC):
             raise invalid_value("x", f"a 1-D genome of length {self.n_var}", f"array of shape {x.shape}")
         return x
 
+    def _as_population(self, X, argname):
+        """``X`` as a 2-D array (one genome becomes a population of one), or raise naming the shape."""
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_var:
+            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
+                                f"array of shape {X.shape}")
+        return X
+
     def check_population(self, X: np.ndarray, argname: str = "X") -> np.ndarray:
         """Validate a genome or an ``n x n_var`` population and return it as a 2-D array.
 
@@ -171,12 +181,7 @@ class Space(abc.ABC):
         Raises:
             MopruneValueError: naming ``argname``, the expected shape or values, and what came.
         """
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_var:
-            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
-                                f"array of shape {X.shape}")
+        X = self._as_population(X, argname)
         if X.dtype != bool and not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
             raise invalid_value(argname, f"a numeric ({self.vtype.__name__}) genome of length {self.n_var}",
                                 f"dtype {X.dtype}")

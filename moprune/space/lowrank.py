@@ -252,12 +252,7 @@ class IntegerGenomes:
         Raises:
             MopruneValueError: naming ``argname``, the expected shape or values, and what came.
         """
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_var:
-            raise invalid_value(argname, f"a genome of length {self.n_var} (or an n x {self.n_var} population)",
-                                f"array of shape {X.shape}")
+        X = self._as_population(X, argname)
         if X.dtype == bool or not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
             raise invalid_value(argname, f"an integer genome of length {self.n_var}", f"dtype {X.dtype}")
         if not np.isfinite(X).all() or (np.rint(X) != X).any():
