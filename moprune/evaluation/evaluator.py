@@ -11,8 +11,9 @@ copy before evaluating. ``copy.deepcopy`` shares the (read-only) data tensors.
 
 Where candidates run: on ``device`` (the data subsets are moved there once, each candidate is
 materialized from the base model and moved there, and only numbers come back), in this process
-or, with ``workers=N``, in N worker processes (:mod:`moprune.evaluation.workers`) that each get
-the base model, the index maps, the data subsets and the settings once. Fine-tuning seeds are
+or, with ``workers=N``, in N worker processes (:mod:`moprune.evaluation.workers`) or N Ray actors
+(``backend="ray"``, :mod:`moprune.evaluation.ray_pool`) that each get the base model, the index
+maps, the data subsets and the settings once. Fine-tuning seeds are
 derived from each plan's key, so the records do not depend on which worker ran what.
 """
 
@@ -43,6 +44,8 @@ logger = get_logger("evaluation")
 
 _FINETUNE_KEYS = ("steps", "lr", "batch_size", "optimizer")
 _BN_CHOICES = ("auto", True, False)
+BACKENDS = ("local", "ray")
+"""Where ``workers`` run: local processes or Ray actors."""
 
 
 def _check_dataset(name, data, *, allow_none=False):
@@ -112,7 +115,17 @@ class Evaluator:
             Workers are new processes: a script must start the search under
             ``if __name__ == "__main__":`` and the model's class must be importable.
         devices: One device per worker (e.g. ``["cuda:0", "cuda:1"]``); worker ``i`` runs on
-            ``devices[i % len(devices)]``. ``workers`` defaults to ``len(devices)``.
+            ``devices[i % len(devices)]``. ``workers`` defaults to ``len(devices)``. Local
+            workers only (Ray gives each actor its GPU).
+        backend: Where the ``workers`` run: ``"local"`` (processes on this machine) or
+            ``"ray"`` (Ray actors, ``pip install "moprune[ray]"``; needs ``workers``): each
+            actor holds one GPU when the cluster has GPUs (unless ``device="cpu"``), otherwise
+            ``num_threads`` CPUs. The evaluator's settings, data subsets and space go into
+            Ray's object store once; tasks carry only plans.
+        address: Ray only: ``None`` (the Ray instance this process is already connected to,
+            else a new local instance without dashboard, shut down by :meth:`close`),
+            ``"auto"`` or ``"ray://host:port"`` (join that cluster; it stays up after
+            :meth:`close`).
 
     The cache is keyed by plan key only: use one evaluator per base model (sharing it between
     the binary and ratio encodings of one model is fine: equal plans are equal models).
@@ -123,10 +136,11 @@ class Evaluator:
         n_failed: Candidates whose evaluation failed (counted in ``n_evaluated``).
         cache: The :class:`EvaluationCache`.
         device: The resolved ``torch.device``.
-        worker_pids: Process ids of the running workers (empty when none runs).
+        worker_pids: Process ids of the running workers or Ray actors (empty when none runs).
 
     Raises:
         MopruneValueError: An argument is invalid (the message names it).
+        MopruneError: ``backend="ray"`` and Ray is not installed (the message gives the install command).
     """
 
     def __init__(self, val_data: TensorDataset, *, n_samples: Optional[int] = 2000, batch_size: int = 250,
@@ -135,7 +149,8 @@ class Evaluator:
                  bn_batches: int = 10, bn_batch_size: Optional[int] = None, seed: int = 0, cache: bool = True,
                  cache_size: Optional[int] = None, num_threads: Optional[int] = None, device: Device = "auto",
                  amp: Optional[str] = None, workers: Optional[int] = None,
-                 devices: Optional[Sequence[Device]] = None) -> None:
+                 devices: Optional[Sequence[Device]] = None, backend: str = "local",
+                 address: Optional[str] = None) -> None:
         _check_dataset("val_data", val_data)
         _check_dataset("train_data", train_data, allow_none=True)
         self.n_samples = check_int("n_samples", n_samples, low=1, allow_none=True)
@@ -166,6 +181,9 @@ class Evaluator:
                     check_amp(amp, d, f"amp (with devices[{i}]={str(d)!r})")
         self.devices = devices
         self.workers = check_int("workers", workers, low=1, allow_none=True)
+        self.backend, self.address = self._check_backend(backend, address, devices)
+        # Ray actors take a GPU where the cluster has one, unless the CPU was asked for by name
+        self._cpu_only = isinstance(device, (str, torch.device)) and str(device) == "cpu"
         self._pool = None
         self._hold_pool = False
         self.cache = EvaluationCache(max_size=cache_size)
@@ -175,6 +193,24 @@ class Evaluator:
         self._val = self._train = None
         self._fingerprint = None
         self.attach_data(val_data, train_data)
+
+    def _check_backend(self, backend, address, devices):
+        check_choice("backend", backend, BACKENDS)
+        if address is not None and (not isinstance(address, str) or not address):
+            raise invalid_value("address", "None, 'auto' or 'ray://host:port'", address)
+        if backend == "local":
+            if address is not None:
+                raise conflict(("backend", "address"), "'ray' when address is given", (backend, address))
+            return backend, None
+        if self.workers is None:
+            raise conflict(("workers",), "a number of Ray actors with backend='ray'", None)
+        if devices is not None:
+            raise conflict(("devices",), "None with backend='ray' (Ray gives each actor its GPU)", devices)
+        from moprune.evaluation.ray_pool import INSTALL, ray_installed
+
+        if not ray_installed():
+            raise MopruneError(f"backend='ray' needs Ray, which is not installed here; install it with: {INSTALL}")
+        return backend, address
 
     # ------------------------------------------------------------------ data
     @staticmethod
@@ -244,7 +280,8 @@ class Evaluator:
         state.setdefault("_pool", None)
         state.setdefault("_hold_pool", False)
         for key, value in (("device", torch.device("cpu")), ("amp", None), ("_amp_dtype", None),
-                           ("workers", None), ("devices", None)):
+                           ("workers", None), ("devices", None), ("backend", "local"), ("address", None),
+                           ("_cpu_only", False)):
             state.setdefault(key, value)
         self.__dict__.update(state)
 
@@ -270,13 +307,13 @@ class Evaluator:
         new = object.__new__(_WorkerEvaluator)
         state = self.__getstate__()
         state.update(cache=EvaluationCache(), workers=None, devices=None, device=device, _fingerprint=None,
-                     _cpu_subsets=subsets)
+                     _cpu_subsets=subsets, backend="local", address=None)
         new.__dict__.update(state)
         return new
 
     @property
     def worker_pids(self) -> List[int]:
-        """Process ids of the running worker processes (empty when none runs)."""
+        """Process ids of the running worker processes or Ray actors (empty when none runs)."""
         return [] if self._pool is None or not self._pool.alive else self._pool.pids
 
     def _pool_for(self, space):
@@ -286,16 +323,27 @@ class Evaluator:
             self._pool = None
         if self._pool is None:
             self._require_data()
-            threads = self.num_threads or default_threads(self.workers)
-            self._pool = WorkerPool(self, self._cpu_subsets, space, n_workers=self.workers, threads=threads,
-                                    devices=self.devices or [self.device])
-            logger.info("started %d worker processes (%d torch threads each)", self.workers, threads)
+            if self.backend == "ray":
+                from moprune.evaluation.ray_pool import RayPool
+
+                # a local instance shares this machine's cores, as local workers do; a cluster's actors get 1 each
+                threads = self.num_threads or (default_threads(self.workers) if self.address is None else 1)
+                self._pool = RayPool(self, self._cpu_subsets, space, n_workers=self.workers, threads=threads,
+                                     address=self.address, cpu_only=self._cpu_only)
+            else:
+                threads = self.num_threads or default_threads(self.workers)
+                self._pool = WorkerPool(self, self._cpu_subsets, space, n_workers=self.workers, threads=threads,
+                                        devices=self.devices or [self.device])
+                logger.info("started %d worker processes (%d torch threads each)", self.workers, threads)
         else:
             self._pool.set_space(space)
         return self._pool
 
     def close(self) -> None:
-        """Shut the worker processes down (a no-op without them); the next evaluation starts new ones."""
+        """Shut the worker processes or Ray actors down (a no-op without them); the next evaluation starts new ones.
+
+        A local Ray instance that the evaluator started is shut down too; a joined cluster stays up.
+        """
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -554,7 +602,9 @@ class Evaluator:
     def __repr__(self):
         return (f"Evaluator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
                 f"finetune={self.finetune}, bn_recalibration={self.bn_recalibration!r}, "
-                f"seed={self.seed}, device={str(self.device)!r}, workers={self.workers}, cached={len(self.cache)})")
+                f"seed={self.seed}, device={str(self.device)!r}, workers={self.workers}, "
+                + (f"backend='ray', address={self.address!r}, " if self.backend == "ray" else "")
+                + f"cached={len(self.cache)})")
 
 
 class _WorkerEvaluator(Evaluator):

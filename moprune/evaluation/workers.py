@@ -27,7 +27,7 @@ from moprune.evaluation.cache import EvalRecord
 from moprune.exceptions import MopruneError
 from moprune.logging import get_logger
 
-__all__ = ["MAX_RETRIES", "WorkerPool", "default_threads", "trim_memory"]
+__all__ = ["MAX_RETRIES", "WorkerPool", "default_threads", "died_record", "trim_memory"]
 
 logger = get_logger("evaluation")
 
@@ -59,6 +59,12 @@ def trim_memory() -> None:
             _libc = False
     if _libc:
         _libc.malloc_trim(0)
+
+
+def died_record(plan: Any, deaths: int, detail: str) -> EvalRecord:
+    """The failed record of a candidate that killed its worker ``deaths`` times (``detail``: the last death)."""
+    return EvalRecord(plan_key=plan.key, accuracy=float("nan"), summary=dict(plan.summary),
+                      error=f"WorkerDied: the worker process died {deaths} times evaluating this candidate ({detail})")
 
 
 def default_threads(n_workers: int) -> int:
@@ -314,10 +320,7 @@ class WorkerPool:
                         plan = plans[index]
                         logger.warning("candidate %s killed its worker %d times; recorded as failed",
                                        plan.key, deaths[index])
-                        results[index] = EvalRecord(
-                            plan_key=plan.key, accuracy=float("nan"), summary=dict(plan.summary),
-                            error=f"WorkerDied: the worker process died {deaths[index]} times evaluating this "
-                                  f"candidate (last exit code {code})")
+                        results[index] = died_record(plan, deaths[index], f"last exit code {code}")
                         left -= 1
                     else:
                         logger.warning("worker %d died (exit code %s) evaluating %s; retrying on a new worker",
