@@ -1,4 +1,4 @@
-"""``--workers`` and ``--device`` on the command line and in TOML configs."""
+"""``--workers``, ``--device``, ``--backend`` and ``--ray-address`` on the command line and in TOML configs."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from moprune.devices import available_devices
+from moprune.evaluation.ray_pool import ray_installed
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 MISSING = "cuda:64" if torch.cuda.is_available() else "cuda"
@@ -44,6 +45,41 @@ def test_bad_workers_name_the_setting(capsys, tmp_path):
     bad.write_text('workers = "many"\n')
     code, _, err = cli(capsys, "search", "--config", bad, "--out", tmp_path / "y")
     assert code == 2 and "workers must be" in err and "'many'" in err
+
+
+def test_bad_backends_name_the_setting(capsys, tmp_path):
+    code, _, err = cli(capsys, "search", "--backend", "dask", "--out", tmp_path / "x")
+    assert code == 2 and "invalid choice: 'dask'" in err
+    code, _, err = cli(capsys, "search", "--ray-address", "auto", "--out", tmp_path / "x")
+    assert code == 2 and "backend must be 'ray' when ray_address is given; got 'local'" in err
+    code, _, err = cli(capsys, "search", "--backend", "ray", "--out", tmp_path / "x")
+    assert code == 2 and "workers must be a number of Ray actors with backend 'ray'" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('backend = "ray"\nworkers = 2\nray-address = 5\n')
+    code, _, err = cli(capsys, "search", "--config", bad, "--out", tmp_path / "y")
+    assert code == 2 and "ray_address must be 'auto' or 'ray://host:port'; got 5" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_backend_is_a_machine_setting_passed_to_the_evaluator(monkeypatch):
+    from moprune.cli import config as cfg
+
+    config = cfg.resolve({"model": "lenet5", "workers": 2, "backend": "ray", "ray_address": "auto"}) \
+        if ray_installed() else cfg.resolve({"model": "lenet5", "workers": 2})
+    assert "backend" not in cfg.run_config(config) and "ray_address" not in cfg.run_config(config)
+    assert cfg.machine_settings({})["backend"] == "local"
+    seen = {}
+
+    class Recorder:
+        def __init__(self, data, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr("moprune.evaluation.Evaluator", Recorder)
+    monkeypatch.setattr("moprune.problem.PruningProblem", lambda space, evaluator, **kwargs: evaluator)
+    monkeypatch.setattr(cfg, "build_space", lambda config, model, data: None)
+    cfg.build_problem(config, None, type("Data", (), {"val": [0], "train": [0]})())
+    assert (seen["workers"], seen["backend"], seen["address"]) == \
+        ((2, "ray", "auto") if ray_installed() else (2, "local", None))
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +132,10 @@ def test_workers_from_a_toml_config_and_a_resume_with_another_number(weights, tm
     os.killpg(proc.pid, signal.SIGKILL)  # the search and its workers
     proc.communicate()
     stored = json.loads((killed / "config.json").read_text())
-    assert "workers" not in stored and "device" not in stored  # where it runs is not what the run is
-    resumed = subprocess.run([sys.executable, "-m", "moprune", "search", "--resume", str(killed), "--workers", "1",
+    assert not set(stored) & {"workers", "device", "backend", "ray_address"}  # where it runs is not what the run is
+    # resumed with another number of workers, on Ray actors where Ray is installed
+    where = ["--workers", "1"] + (["--backend", "ray"] if ray_installed() else [])
+    resumed = subprocess.run([sys.executable, "-m", "moprune", "search", "--resume", str(killed), *where,
                               "--quiet"], capture_output=True, text=True, env={**os.environ, **ENV}, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     (tmp_path / "ref.toml").write_text(settings(weights))

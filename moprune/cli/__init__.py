@@ -79,6 +79,12 @@ def _add_search_options(p):
     p.add_argument("--workers", type=int, default=S,
                    help="evaluate each generation's candidates in this many worker processes (default: in this "
                         "process); a run may be resumed with another number")
+    p.add_argument("--backend", choices=("local", "ray"), default=S,
+                   help="where the --workers run: local processes (default) or Ray actors (pip install "
+                        "\"moprune[ray]\"); a run may be resumed with the other")
+    p.add_argument("--ray-address", dest="ray_address", default=S, metavar="ADDRESS",
+                   help="with --backend ray: join this cluster (auto, or ray://host:port) instead of starting a "
+                        "local Ray instance")
     _add_device_option(p, S)
 
 

@@ -45,11 +45,13 @@ DEFAULTS = {
     "threads": None,
     "workers": None,
     "device": "auto",
+    "backend": "local",
+    "ray_address": None,
 }
 """Every setting of a search and its default (``generations`` defaults to 30 when neither
 ``generations`` nor ``evaluations`` is set)."""
 
-MACHINE_SETTINGS = ("workers", "device")
+MACHINE_SETTINGS = ("workers", "device", "backend", "ray_address")
 """Settings that say where a run's candidates are evaluated, not what the run is: they are not
 stored in the run's ``config.json``, and a run may be resumed with other values."""
 
@@ -139,6 +141,7 @@ def validate(config):
     if not isinstance(config["device"], str):
         raise invalid_value("device", "a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')", config["device"])
     resolve_device(config["device"], "device")  # a device this machine has
+    _check_backend(config)
     if config["generations"] is not None and config["evaluations"] is not None:
         raise conflict(("generations", "evaluations"), "at most one of them set",
                        (config["generations"], config["evaluations"]))
@@ -188,6 +191,26 @@ def validate(config):
         raise MopruneValueError(f"unknown option(s) {unknown} of algorithm {config['algorithm']!r}; "
                                 f"choose among: {', '.join(allowed)}")
     return config
+
+
+def _check_backend(config):
+    """``backend`` and ``ray_address``: where the workers run (Ray only when installed, and with workers)."""
+    from moprune.evaluation.evaluator import BACKENDS
+    from moprune.evaluation.ray_pool import INSTALL, ray_installed
+
+    backend, address = config["backend"], config["ray_address"]
+    if backend not in BACKENDS:
+        raise invalid_value("backend", f"one of {list(BACKENDS)}", backend)
+    if address is not None and (not isinstance(address, str) or not address):
+        raise invalid_value("ray_address", "'auto' or 'ray://host:port'", address)
+    if backend == "local":
+        if address is not None:
+            raise conflict(("backend",), "'ray' when ray_address is given", backend)
+        return
+    if config["workers"] is None:
+        raise conflict(("workers",), "a number of Ray actors with backend 'ray'", None)
+    if not ray_installed():
+        raise MopruneError(f"backend 'ray' needs Ray, which is not installed here; install it with: {INSTALL}")
 
 
 def algorithm_option_names(name):
@@ -357,7 +380,8 @@ def build_problem(config, model, data):
     evaluator = Evaluator(data.val, n_samples=n_val, batch_size=config["batch_size"],
                           finetune=config["finetune_steps"] or None, train_data=data.train,
                           n_train_samples=n_train, seed=config["seed"], num_threads=config["threads"],
-                          device=config["device"], workers=config["workers"])
+                          device=config["device"], workers=config["workers"], backend=config["backend"],
+                          address=config["ray_address"])
     return PruningProblem(space, evaluator, objectives=tuple(config["objectives"]),
                           max_accuracy_drop=config["max_accuracy_drop"])
 
