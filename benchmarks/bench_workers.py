@@ -3,10 +3,13 @@
 Part ``speed``: one fixed population of ``mnist_cnn`` channel candidates (uniform keep ratios
 drawn in [0.1, 1], the cache off so every candidate runs) measured on 2,000 validation images
 (batch 250) by: 1 process x 1 torch thread, 1 process x 2 threads (torch's default on a 2-core
-machine), and 2 worker processes x 1 thread. The configurations are interleaved over several
-rounds and the median of each is kept; the worker pool's start-up is left out (it happens once
-per search). The records of every configuration must be identical. Targets on 2 cores: 2 x 1 at
-least 1.7x of 1 x 1 and at least 1.3x of 1 x 2.
+machine), 2 worker processes x 1 thread, and 2 Ray actors x 1 thread (``backend="ray"``, a local
+Ray instance started by the evaluator; left out where Ray is not installed). The configurations
+are interleaved over several rounds and the median of each is kept; the pools' start-up is left
+out (it happens once per search). The records of every configuration must be identical. Targets
+on 2 cores: 2 x 1 at least 1.7x of 1 x 1 and at least 1.3x of 1 x 2; Ray within 15% of the local
+workers. While the Ray instance is up (all rounds), its own processes (GCS, raylet) run beside
+every configuration.
 
 Part ``memory``: resident memory (``VmRSS``) of the searching process, and of each worker, after
 every generation of a 60-generation default search (population 20, 200 validation images), with
@@ -67,6 +70,7 @@ def setup(n_samples):
 
 def speed(rounds, n_candidates):
     from moprune.evaluation import Evaluator
+    from moprune.evaluation.ray_pool import ray_installed
 
     splits, model, space = setup(2000)
     rng = np.random.default_rng(0)
@@ -76,6 +80,9 @@ def speed(rounds, n_candidates):
         "1 process x 2 threads": {"num_threads": 2},
         "2 workers x 1 thread": {"num_threads": 1, "workers": 2},
     }
+    ray = "2 Ray actors x 1 thread"
+    if ray_installed():
+        configs[ray] = {"num_threads": 1, "workers": 2, "backend": "ray"}
     evaluators = {name: Evaluator(splits.val, n_samples=2000, batch_size=250, cache=False, device="cpu", **kw)
                   for name, kw in configs.items()}
     times = {name: [] for name in configs}
@@ -99,6 +106,7 @@ def speed(rounds, n_candidates):
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {len(X) / times[n][-1]:.1f}/s" for n in configs),
               flush=True)
     worker_peaks = [proc_kib(pid, "VmHWM") / 1024 for pid in evaluators["2 workers x 1 thread"].worker_pids]
+    actor_peaks = [proc_kib(pid, "VmHWM") / 1024 for pid in evaluators[ray].worker_pids] if ray in configs else []
     for ev in evaluators.values():
         ev.__exit__(None, None, None)
     again = Evaluator(splits.val, n_samples=2000, batch_size=250, cache=False, device="cpu", num_threads=1, workers=2)
@@ -114,17 +122,24 @@ def speed(rounds, n_candidates):
     for name in configs:
         per = statistics.median(cpu[name]) / len(X)
         lines.append(f"  {name:24s} {rate[name]:6.2f} candidates/s   x{rate[name] / base:.2f} of 1x1   "
-                     f"x{rate[name] / two:.2f} of 1x2   CPU {1000 * per:.0f} ms per candidate (all processes)")
+                     f"x{rate[name] / two:.2f} of 1x2   CPU {1000 * per:.0f} ms per candidate (searching process "
+                     f"and workers{'; not Ray' + chr(39) + 's own processes' if name == ray else ''})")
     same = all(records[n] == records["1 process x 1 thread"] for n in configs)
     lines.append(f"  start-up: the first pool of 2 workers and its first 2 candidates {startup['2 workers x 1 thread']:.2f} s "
                  f"(the fork server imports torch), a later pool {restart:.2f} s; in one process the first 2 "
-                 f"candidates {startup['1 process x 1 thread']:.2f} s")
+                 f"candidates {startup['1 process x 1 thread']:.2f} s"
+                 + (f"; 2 Ray actors and their first 2 candidates {startup[ray]:.2f} s (starting the local Ray "
+                    "instance included)" if ray in configs else ""))
     lines.append(f"  records identical across configurations: {same}")
     lines.append(f"  peak resident memory per worker (VmHWM): {', '.join(f'{m:.0f} MiB' for m in worker_peaks)}; "
-                 f"searching process: {proc_kib(os.getpid(), 'VmHWM') / 1024:.0f} MiB")
+                 f"searching process: {proc_kib(os.getpid(), 'VmHWM') / 1024:.0f} MiB"
+                 + (f"; per Ray actor: {', '.join(f'{m:.0f} MiB' for m in actor_peaks)}" if actor_peaks else ""))
     ratio = rate["2 workers x 1 thread"]
     lines.append(f"  targets: 2x1 >= 1.7x of 1x1 ({ratio / base:.2f}: {'met' if ratio / base >= 1.7 else 'NOT met'}), "
-                 f">= 1.3x of 1x2 ({ratio / two:.2f}: {'met' if ratio / two >= 1.3 else 'NOT met'})")
+                 f">= 1.3x of 1x2 ({ratio / two:.2f}: {'met' if ratio / two >= 1.3 else 'NOT met'})"
+                 + (f", Ray within 15% of 2 local workers ({rate[ray] / ratio:.2f}: "
+                    f"{'met' if rate[ray] / ratio >= 0.85 else 'NOT met'})" if ray in configs else
+                    "; Ray not installed: its row left out"))
     return lines
 
 
