@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
-from test_workers import FINETUNE, RUN, _shifted, archive_key, record_key, wait_gone
+from test_workers import FINETUNE, RUN, TESTS, _shifted, archive_key, gone, record_key, wait_gone
 from worker_spaces import KillingSpace
 
 import moprune
@@ -100,6 +102,66 @@ def test_failing_candidates_on_ray_actors_are_recorded_as_in_one_process_and_the
         assert len(pids) == 2
     assert not ray.is_initialized() and actors.worker_pids == []
     assert wait_gone(pids, timeout=15.0) == []
+
+
+SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import moprune
+from conftest_search import make_data, tiny_problem
+
+def publish(algorithm, root):
+    with open({pids!r} + ".tmp", "w") as f:
+        f.write(" ".join(map(str, root.evaluator.worker_pids)))
+    os.replace({pids!r} + ".tmp", {pids!r})
+
+if __name__ == "__main__":
+    problem = tiny_problem(workers=2, backend="ray", finetune={{"steps": 20, "batch_size": 32}},
+                           train_data=make_data(400, 5))
+    moprune.search(problem, "nsga2", pop_size=8, n_gen=10_000, seed=0, callbacks=[publish])
+"""
+
+
+def _group(pgid):
+    """Process ids of the live processes in process group ``pgid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(name))
+    return found
+
+
+@needs_ray
+@pytest.mark.slow
+def test_ctrl_c_stops_a_ray_search_and_its_local_instance(tmp_path):
+    """Runs before the shared instance starts too: the search in a child process starts its own."""
+    pid_file = tmp_path / "pids"
+    script = tmp_path / "run_search.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=TESTS, pids=str(pid_file))))
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.exists(), proc.communicate(timeout=10)[0].decode()[-2000:]
+        actors = [int(p) for p in pid_file.read_text().split()]
+        ray_processes = [p for p in _group(proc.pid) if p != proc.pid]  # GCS, raylet, agents
+        assert len(actors) == 2 and not any(gone(p) for p in actors) and len(ray_processes) >= 2
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        output = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode != 0 and "KeyboardInterrupt" in output, output[-2000:]
+        assert wait_gone(actors + ray_processes, timeout=30.0) == [], output[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 # ----------------------------------------------------------------------------- a shared instance
