@@ -432,6 +432,7 @@ class FocusedProblem(ProblemView):
         out["F"] = F
         if G is not None:
             out["G"] = G
+        out["drop"] = m["drop"]  # kept on each individual (pymoo stores every output)
         self.parent._record(m, self.parent.objective_values(m), self.parent.constraint_values(m))
 
     def __repr__(self):

@@ -10,10 +10,12 @@ from conftest_search import tiny_problem
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import MopruneValueError
 from moprune.operators.pruning import (
+    CostCeilingRepair,
     GroupUniformCrossover,
     KeepRatioMutation,
     PlanDuplicateElimination,
     SweepSampling,
+    shrink_to_cost,
     uniform_sweep,
 )
 from moprune.problem import FocusedProblem
@@ -234,3 +236,55 @@ def test_band_applies_after_band_after_of_the_budget():
     assert all(ind.feas for ind in pop)
     drops_late, pop_late = final_drops(1.0)  # the band never applied: the whole front survives
     assert (drops_late > 3.0).any()
+
+
+def test_shrink_to_cost_fits_the_ceiling_and_keeps_a_genome_s_own_units(channel_space):
+    space = channel_space
+    R = np.array([[1.0, 1.0, 1.0], [0.9, 0.4, 0.7], [0.1, 0.1, 0.1]])
+    X = space.repair()._do(None, space.genomes_from_ratios(R))
+    if space.vtype is bool:  # a genome that is not a uniform one: its own choice of units must survive
+        X[1, space.group_slices[0].start] = not X[1, space.group_slices[0].start]
+        X = space.repair()._do(None, X)
+    before = space.cost(X)["macs_ratio"]
+    ceiling = 0.3
+    assert before[0] > ceiling and before[2] < ceiling
+    Y = shrink_to_cost(space, X, ceiling)
+    after = space.cost(Y)["macs_ratio"]
+    assert (after <= ceiling + 1e-12).all()
+    assert np.array_equal(Y[2], X[2])  # within the ceiling: untouched
+    assert after[0] > 0.5 * ceiling  # shrunk to fit, not to nothing
+    if space.vtype is bool:
+        assert not (Y & ~X).any()  # only drops units, never adds one
+    assert (space.group_ratios(Y) <= space.group_ratios(X) + 1e-12).all()
+
+
+def test_cost_ceiling_repair_is_the_space_repair_until_a_ceiling_is_set(lenet):
+    space = ChannelSpace(lenet, encoding="ratio")
+    repair = CostCeilingRepair(space)
+    X = np.array([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert np.array_equal(repair._do(None, X), space.repair()._do(None, X))
+    repair.ceiling = 0.2
+    assert (space.cost(repair._do(None, X))["macs_ratio"] <= 0.2 + 1e-12).all()
+
+
+def test_focused_saturation_keeps_dominance_and_bounds_offspring_cost():
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    problem = tiny_problem()
+    # the tiny MLP loses accuracy fast: within 5 points is its "kept the base accuracy"
+    result = search(problem, "focused", pop_size=10, n_evals=100, seed=0, saturation_drop=5.0,
+                    ceiling_factor=1.2)
+    algorithm = result.pymoo_result.algorithm
+    pop = algorithm.pop
+    raw = np.array([ind.data["raw_F"] for ind in pop])
+    seen = np.array([ind.F for ind in pop])
+    assert not np.allclose(raw, seen)  # compressed above the saturation point ...
+    sort = NonDominatedSorting()
+    assert [sorted(f) for f in sort.do(raw)] == [sorted(f) for f in sort.do(seen)]  # ... without changing ranks
+    # offspring of a generation are repaired under the ceiling the generations before set
+    archive = problem.archive
+    for g in range(1, max(e.generation for e in archive) + 1):
+        kept = [e.macs_ratio for e in archive if e.generation < g and 100 * (result.base_accuracy - e.accuracy) <= 5.0]
+        ceiling = min(1.0, 1.2 * min(kept)) if kept else 1.0
+        assert max(e.macs_ratio for e in archive if e.generation == g) <= ceiling + 1e-9, g
+    assert algorithm.repair.ceiling < max(e.macs_ratio for e in archive if e.generation == 0)  # it binds

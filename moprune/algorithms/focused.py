@@ -12,7 +12,11 @@ crowding, tournament selection) and changes what it is fed:
 - the search sees cost on a log scale and an accuracy band: candidates more than ``band``
   points below the base rank behind all others (:class:`moprune.problem.FocusedProblem`);
 - a genome that decodes to a plan already evaluated is never asked for again
-  (:class:`~moprune.operators.pruning.PlanDuplicateElimination`).
+  (:class:`~moprune.operators.pruning.PlanDuplicateElimination`);
+- cost is compressed above the smallest model that kept the base accuracy (the saturation
+  point): larger models barely differ in error but cost the most to evaluate, so crowding
+  spends few offspring on them. A monotone transform, it never changes which candidate
+  dominates which, only how the front's members are spaced.
 
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
@@ -25,13 +29,14 @@ from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import invalid_value
 from moprune.operators.binary import run_progress
 from moprune.operators.pruning import (
+    CostCeilingRepair,
     GroupUniformCrossover,
     KeepRatioMutation,
     PlanDuplicateElimination,
     SweepSampling,
 )
 from moprune.problem import FocusedProblem, bind_problem
-from moprune.validation import check_int, check_pop_size, check_probability
+from moprune.validation import check_int, check_pop_size, check_probability, check_real
 
 DEFAULT_BAND = 5.0
 """Accuracy points below the base the default search focuses on."""
@@ -48,6 +53,22 @@ class FocusedNSGA2(NSGA2):
 
     band_after = 0.0
     """Fraction of the budget spent before the accuracy band applies."""
+
+    saturation_drop = 0.3
+    """Accuracy points below the base within which a model counts as keeping the base accuracy."""
+
+    saturation_slope = 0.2
+    """Slope of the (log) cost objectives above the saturation point (1: no compression)."""
+
+    ceiling_factor = 2.0
+    """Offspring cost at most this multiple of the saturation point (``None``: no ceiling)."""
+
+    ceiling_until = 1.0
+    """Fraction of the budget after which the ceiling is lifted."""
+
+    def _setup(self, problem, **kwargs):
+        super()._setup(problem, **kwargs)
+        self._saturation = None  # per objective: smallest log cost that kept the base accuracy
 
     def _infill(self):
         eliminator = self.eliminate_duplicates
@@ -68,13 +89,55 @@ class FocusedNSGA2(NSGA2):
 
     def _initialize_advance(self, infills=None, **kwargs):
         self._remember(infills)
-        self._apply_band(infills)
+        self._apply_view(infills, infills)
         super()._initialize_advance(infills=infills, **kwargs)
 
     def _advance(self, infills=None, **kwargs):
         self._remember(infills)
-        self._apply_band(self.pop if infills is None else Population.merge(self.pop, infills))
+        self._apply_view(self.pop if infills is None else Population.merge(self.pop, infills), infills)
         return super()._advance(infills=infills, **kwargs)
+
+    def _apply_view(self, pop, infills):
+        self._update_saturation(infills)
+        self._apply_saturation(pop)
+        self._apply_band(pop)
+
+    def _cost_columns(self):
+        return [j for j, name in enumerate(self.problem.objectives) if name != "error"]
+
+    def _update_saturation(self, infills):
+        """Lower the saturation point with the new candidates that kept the base accuracy."""
+        if infills is None or "error" not in self.problem.objectives:
+            return
+        cols = self._cost_columns()
+        for ind in infills:
+            drop = ind.get("drop")
+            if drop is None or not np.isfinite(drop) or drop > self.saturation_drop:
+                continue
+            raw = ind.data.get("raw_F", ind.F)
+            costs = np.asarray(raw, dtype=float)[cols]
+            self._saturation = costs if self._saturation is None else np.minimum(self._saturation, costs)
+        repair = self.repair
+        if isinstance(repair, CostCeilingRepair) and run_progress(self) >= self.ceiling_until:
+            repair.ceiling = None
+        elif self._saturation is not None and self.ceiling_factor is not None and isinstance(repair, CostCeilingRepair):
+            name = "macs" if repair.key == "macs_ratio" else "params"
+            if name in self.problem.objectives:
+                j = self._cost_columns().index(self.problem.objectives.index(name))
+                repair.ceiling = min(1.0, self.ceiling_factor * float(np.exp(self._saturation[j])))
+
+    def _apply_saturation(self, pop):
+        """The search's cost objectives: log cost, with slope ``saturation_slope`` above saturation."""
+        if pop is None:
+            return
+        cols = self._cost_columns()
+        for ind in pop:
+            raw = ind.data.setdefault("raw_F", np.array(ind.F, dtype=float, copy=True))
+            F = raw.copy()
+            if self._saturation is not None:
+                above = np.maximum(F[cols] - self._saturation, 0.0)
+                F[cols] = F[cols] - (1.0 - self.saturation_slope) * above
+            ind.F = F
 
     def _apply_band(self, pop):
         """Switch the band constraint on once ``band_after`` of the budget is spent."""
@@ -92,8 +155,9 @@ class FocusedNSGA2(NSGA2):
 
 
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_fraction=0.3, sweep_min_macs=0.002,
-                 sigma=0.3, final_sigma=0.1, swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, saturation_drop=0.3,
+                 saturation_slope=0.2, ceiling_factor=2.0, ceiling_until=1.0, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3, final_sigma=0.1, swap_prob=0.3,
+                 crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -103,6 +167,15 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_
             the problem's own ``max_accuracy_drop``, the smaller of the two.
         band_after: Fraction of the budget in [0, 1) spent on the whole front before the band
             applies (cheap small models explored early widen the front's low-accuracy end).
+        saturation_drop: Accuracy points below the base within which a model counts as keeping
+            the base accuracy; the smallest such model evaluated is the saturation point.
+        saturation_slope: Slope in (0, 1] of the log cost objectives above the saturation point
+            (1: none). Smaller values spend fewer offspring on large, slow-to-evaluate models
+            whose accuracy hardly differs.
+        ceiling_factor: Offspring are shrunk to at most this multiple of the saturation point's
+            cost (``None``: no ceiling; the first population is not bounded).
+        ceiling_until: Fraction of the budget in (0, 1] after which the ceiling is lifted: small,
+            fast-to-evaluate models first, then the larger ones.
         sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
         sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
@@ -131,8 +204,13 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, sweep_
         sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs),
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
-        repair=space.repair(),
+        repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio"),
         eliminate_duplicates=eliminator,
     )
     algorithm.band_after = check_probability("band_after", band_after)
+    algorithm.saturation_drop = check_real("saturation_drop", saturation_drop, low=0.0, high=100.0,
+                                           unit="accuracy points")
+    algorithm.saturation_slope = check_real("saturation_slope", saturation_slope, low=0.0, high=1.0, low_open=True)
+    algorithm.ceiling_factor = check_real("ceiling_factor", ceiling_factor, low=1.0, allow_none=True)
+    algorithm.ceiling_until = check_real("ceiling_until", ceiling_until, low=0.0, high=1.0, low_open=True)
     return bind_problem(algorithm, view)

@@ -13,6 +13,8 @@ some fraction of its units, the most important first. They work on every space t
 - :class:`GroupUniformCrossover`: swaps whole groups between parents.
 - :class:`PlanDuplicateElimination`: duplicates are genomes that decode to the same plan
   (not only equal genomes), checked against every plan the algorithm has already evaluated.
+- :class:`CostCeilingRepair`: the space's repair, then genomes above a cost ceiling shrunk
+  (every group keeps proportionally fewer units, least important dropped first) to fit it.
 
 All draw every random number from pymoo's ``random_state``.
 """
@@ -21,14 +23,15 @@ import numpy as np
 from pymoo.core.crossover import Crossover
 from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.mutation import Mutation
+from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
 from moprune.exceptions import invalid_value
 from moprune.operators.binary import run_progress
 from moprune.validation import check_probability, check_real
 
-__all__ = ["GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination", "SweepSampling",
-           "uniform_sweep"]
+__all__ = ["CostCeilingRepair", "GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination",
+           "SweepSampling", "shrink_to_cost", "uniform_sweep"]
 
 
 def _space_of(problem):
@@ -280,3 +283,77 @@ class PlanDuplicateElimination(DuplicateElimination):
             else:
                 taken.add(k)
         return is_duplicate
+
+
+def _scaled(space, x, counts, sizes, order, factor):
+    """Genome ``x`` with each group's kept count multiplied by ``factor`` (at least one unit)."""
+    new = np.maximum(np.round(counts * factor), 1).astype(np.int64)
+    y = x.copy()
+    for g, sl in enumerate(space.group_slices):
+        if order is not None:
+            y[sl] = _set_count(x[sl], order[sl], int(new[g]))
+        else:
+            y[sl] = new[g] / sizes[g]
+    return y
+
+
+def shrink_to_cost(space, X, ceiling, *, key="macs_ratio", n_steps=24):
+    """Genomes above a cost ceiling, scaled down until they fit it.
+
+    Every group of a genome whose ``space.cost(...)[key]`` exceeds ``ceiling`` keeps the same
+    fraction fewer units (binary genomes drop their least important kept units, so their own
+    choices of units survive), by the largest of ``n_steps`` geometric factors in (0.05, 1)
+    that brings the cost down to the ceiling (the smallest factor if none does).
+
+    Args:
+        space: A :class:`moprune.space.Space` with ``group_ratios`` and ``cost``.
+        X: Genomes, ``n x n_var``.
+        ceiling: Largest allowed cost (same unit as ``key``).
+        key: Cost to bound: ``"macs_ratio"`` or ``"params_ratio"``.
+        n_steps: Resolution of the scale factors tried.
+
+    Returns:
+        A new genome array; genomes within the ceiling are unchanged.
+    """
+    X = np.array(X, copy=True)
+    cost = np.asarray(space.cost(X)[key], dtype=float)
+    over = np.flatnonzero(cost > ceiling)
+    if not len(over):
+        return X
+    sizes = _group_sizes(space)
+    order = space.keep_order() if space.vtype is bool else None
+    counts = np.round(space.group_ratios(X[over]) * sizes)
+    factors = np.geomspace(1.0, 0.05, n_steps + 1)[1:]
+    repair = space.repair()
+    for row, i in enumerate(over):
+        tries = np.array([_scaled(space, X[i], counts[row], sizes, order, f) for f in factors])
+        tries = repair._do(None, tries)
+        fits = np.flatnonzero(np.asarray(space.cost(tries)[key], dtype=float) <= ceiling)
+        X[i] = tries[fits[0] if len(fits) else -1]
+    return X
+
+
+class CostCeilingRepair(Repair):
+    """The space's own repair, then :func:`shrink_to_cost` above :attr:`ceiling` (if set).
+
+    An algorithm sets :attr:`ceiling` while it runs (``None``: no bound), e.g. to a multiple of
+    the smallest model that kept the base accuracy, so offspring never grow into large models
+    that cost the most to evaluate and barely differ in error.
+
+    Args:
+        space: The :class:`moprune.space.Space` genomes belong to.
+        key: Cost the ceiling bounds (``"macs_ratio"`` or ``"params_ratio"``).
+    """
+
+    def __init__(self, space, *, key="macs_ratio"):
+        super().__init__()
+        self.space = space
+        self.base = space.repair()
+        self.key = key
+        self.ceiling = None
+
+    def _do(self, problem, X, **kwargs):
+        X = self.base._do(problem, X, **kwargs)
+        if self.ceiling is None or len(X) == 0:
+            return X
+        return shrink_to_cost(self.space, X, self.ceiling, key=self.key)
