@@ -69,9 +69,9 @@ class TimedEvaluator(moprune.Evaluator):
         return records
 
 
-def build(model_name, encoding, splits, samples, threads):
+def build(model_name, encoding, splits, samples, threads, data="mnist"):
     """Model, space and a problem factory (a fresh evaluator per run)."""
-    model = moprune.pretrained(model_name, progress=False)
+    model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
     bn = moprune.evaluation.evaluator.has_batchnorm(model)
 
@@ -204,21 +204,23 @@ def main(argv=None):
     parser.add_argument("--retrain-lr", type=float, default=0.01)
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
+    parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
+                        help="data set (the baselines are trained on it; Fashion-MNIST: `moprune data fetch fashion-mnist`)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="time measured for 'equal time': wall, or this process's CPU time (a shared machine)")
     args = parser.parse_args(argv)
     global now
     now = CLOCKS[args.clock]
 
-    splits = moprune.load_mnist()
+    splits = moprune.load_fashion_mnist() if args.data == "fashion-mnist" else moprune.load_mnist()
     rows, retrained = [], []
     header = (f"# bench_peers: {' '.join(sys.argv[1:])}\n# {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, torch {torch.__version__}, moprune {moprune.__version__}, "
-              f"{time.strftime('%Y-%m-%d %H:%M')}, clock: {args.clock}")
+              f"{time.strftime('%Y-%m-%d %H:%M')}, clock: {args.clock}, data: {args.data}")
     print(header, flush=True)
     for spec in args.models:
         model_name, encoding = spec.split(":")
-        model, space, make_problem = build(model_name, encoding, splits, args.samples, args.threads)
+        model, space, make_problem = build(model_name, encoding, splits, args.samples, args.threads, args.data)
         for seed in args.seeds:
             runs = {}
             for method in args.methods:

@@ -288,3 +288,17 @@ def test_focused_saturation_keeps_dominance_and_bounds_offspring_cost():
         ceiling = min(1.0, 1.2 * min(kept)) if kept else 1.0
         assert max(e.macs_ratio for e in archive if e.generation == g) <= ceiling + 1e-9, g
     assert algorithm.repair.ceiling < max(e.macs_ratio for e in archive if e.generation == 0)  # it binds
+
+
+def test_focused_ceiling_is_lifted_after_ceiling_until_of_the_budget():
+    def final_ceiling(until):
+        result = search(tiny_problem(), "focused", pop_size=10, n_evals=60, seed=0, saturation_drop=5.0,
+                        ceiling_factor=1.2, ceiling_until=until)
+        return result.pymoo_result.algorithm.repair.ceiling
+
+    assert final_ceiling(1.0) is not None
+    assert final_ceiling(0.3) is None
+    with pytest.raises(MopruneValueError, match="ceiling_until"):
+        ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, ceiling_until=0.0)
+    with pytest.raises(MopruneValueError, match="ceiling_factor"):
+        ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, ceiling_factor=0.5)

@@ -13,10 +13,12 @@ crowding, tournament selection) and changes what it is fed:
   points below the base rank behind all others (:class:`moprune.problem.FocusedProblem`);
 - a genome that decodes to a plan already evaluated is never asked for again
   (:class:`~moprune.operators.pruning.PlanDuplicateElimination`);
-- cost is compressed above the smallest model that kept the base accuracy (the saturation
-  point): larger models barely differ in error but cost the most to evaluate, so crowding
-  spends few offspring on them. A monotone transform, it never changes which candidate
-  dominates which, only how the front's members are spaced.
+- cost is compressed above the smallest model that kept the base accuracy (within
+  ``saturation_drop`` points: the saturation point), and offspring are shrunk to at most
+  ``ceiling_factor`` times its MACs (:class:`~moprune.operators.pruning.CostCeilingRepair`).
+  Larger models barely differ in error but cost the most to evaluate (evaluation time grows
+  with MACs), so the budget goes to the models users pick from. The compression is a monotone
+  transform: it never changes which candidate dominates which, only how the front is spaced.
 
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
@@ -43,12 +45,15 @@ DEFAULT_BAND = 5.0
 
 
 class FocusedNSGA2(NSGA2):
-    """NSGA-II that never asks twice for a plan it evaluated, and can start its band late.
+    """NSGA-II that never asks twice for a plan it evaluated, bands accuracy and bounds cost.
 
     When the plans left near the population run out (small spaces, late in a run), the missing
     offspring are drawn without that check, as plain NSGA-II would (they are then served by the
     evaluator's cache). The accuracy band (the view's constraint) applies once ``band_after`` of
-    the budget is spent; before, every candidate counts as within it.
+    the budget is spent; before, every candidate counts as within it. Each generation, the
+    saturation point is lowered by the new candidates, the population's (log) cost objectives
+    are compressed above it (the raw values stay in ``ind.data["raw_F"]``) and the repair's
+    cost ceiling is updated.
     """
 
     band_after = 0.0
