@@ -18,7 +18,10 @@ crowding, tournament selection) and changes what it is fed:
   ``ceiling_factor`` times its MACs (:class:`~moprune.operators.pruning.CostCeilingRepair`).
   Larger models barely differ in error but cost the most to evaluate (evaluation time grows
   with MACs), so the budget goes to the models users pick from. The compression is a monotone
-  transform: it never changes which candidate dominates which, only how the front is spaced.
+  transform: it never changes which candidate dominates which, only how the front is spaced;
+- a small share of each generation's offspring (``tail_share``) is bred from the front of the
+  candidates outside the band (the low-accuracy tail, small and cheap to evaluate), so the
+  whole front keeps improving while the population stays in the band.
 
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
@@ -26,6 +29,7 @@ The archive and the result are those of the problem given: same objectives, same
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.population import Population
+from pymoo.util.nds.non_dominated_sorting import find_non_dominated
 
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import invalid_value
@@ -59,26 +63,33 @@ class FocusedNSGA2(NSGA2):
     band_after = 0.0
     """Fraction of the budget spent before the accuracy band applies."""
 
-    saturation_drop = 0.3
+    saturation_drop = 0.5
     """Accuracy points below the base within which a model counts as keeping the base accuracy."""
 
     saturation_slope = 0.2
     """Slope of the (log) cost objectives above the saturation point (1: no compression)."""
 
-    ceiling_factor = 2.0
+    ceiling_factor = 1.0
     """Offspring cost at most this multiple of the saturation point (``None``: no ceiling)."""
 
     ceiling_until = 1.0
     """Fraction of the budget after which the ceiling is lifted."""
 
+    tail_share = 0.1
+    """Share of each generation's offspring bred from the front of the candidates outside the band."""
+
     def _setup(self, problem, **kwargs):
         super()._setup(problem, **kwargs)
         self._saturation = None  # per objective: smallest log cost that kept the base accuracy
+        self._tail = Population.empty()  # non-dominated candidates outside the band (raw objectives)
 
     def _infill(self):
         eliminator = self.eliminate_duplicates
-        off = self.mating.do(self.problem, self.pop, self.n_offsprings, algorithm=self,
-                             random_state=self.random_state)
+        n_tail = min(int(round(self.tail_share * self.n_offsprings)), len(self._tail))
+        off = self._breed_tail(n_tail) if n_tail else Population.empty()
+        main = self.mating.do(self.problem, self.pop, self.n_offsprings - len(off), algorithm=self,
+                              random_state=self.random_state)
+        off = Population.merge(off, main) if len(off) else main
         if len(off) < self.n_offsprings and isinstance(eliminator, PlanDuplicateElimination):
             eliminator.check_seen = False
             try:
@@ -102,10 +113,30 @@ class FocusedNSGA2(NSGA2):
         self._apply_view(self.pop if infills is None else Population.merge(self.pop, infills), infills)
         return super()._advance(infills=infills, **kwargs)
 
+    def _breed_tail(self, n):
+        """``n`` offspring of parents drawn at random from the out-of-band front (may be fewer: duplicates)."""
+        n_matings = -(-n // self.mating.crossover.n_offsprings)
+        index = self.random_state.integers(len(self._tail), size=(n_matings, self.mating.crossover.n_parents))
+        off = self.mating.do(self.problem, self._tail, n, parents=self._tail[index], algorithm=self,
+                             random_state=self.random_state)
+        return off[:n]
+
+    def _update_tail(self, infills):
+        """Keep the non-dominated set (raw objectives) of the candidates that fell outside the band."""
+        if infills is None or self.problem.n_ieq_constr == 0 or self.tail_share == 0:
+            return
+        out = [ind for ind in infills if np.max(ind.data.get("band_G", ind.G)) > 0]
+        if not out:
+            return
+        pool = Population.merge(self._tail, Population.create(*out)) if len(self._tail) else Population.create(*out)
+        F = np.array([ind.data.get("raw_F", ind.F) for ind in pool], dtype=float)
+        self._tail = pool[find_non_dominated(F)]
+
     def _apply_view(self, pop, infills):
         self._update_saturation(infills)
         self._apply_saturation(pop)
         self._apply_band(pop)
+        self._update_tail(infills)
 
     def _cost_columns(self):
         return [j for j, name in enumerate(self.problem.objectives) if name != "error"]
@@ -160,8 +191,8 @@ class FocusedNSGA2(NSGA2):
 
 
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, saturation_drop=0.3,
-                 saturation_slope=0.2, ceiling_factor=2.0, ceiling_until=1.0, sweep_fraction=0.3, sweep_min_macs=0.002, sigma=0.3, final_sigma=0.1, swap_prob=0.3,
+def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, saturation_drop=0.5,
+                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1, sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, sigma=0.3, final_sigma=0.1, swap_prob=0.3,
                  crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
@@ -181,8 +212,13 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
             cost (``None``: no ceiling; the first population is not bounded).
         ceiling_until: Fraction of the budget in (0, 1] after which the ceiling is lifted: small,
             fast-to-evaluate models first, then the larger ones.
+        tail_share: Share in [0, 0.5] of each generation's offspring bred from the front of the
+            candidates more than ``band`` points below the base (0: none). They are small models,
+            cheap to evaluate, and keep the low-accuracy end of the whole front improving.
         sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
         sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
+        sweep_max_macs: MACs ratio of the largest uniform model of the sweep (and of the levels the
+            rest of the first population is perturbed from).
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
         swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
         crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
@@ -206,7 +242,7 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
     algorithm = FocusedNSGA2(
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
-        sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs),
+        sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs, max_macs=sweep_max_macs),
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
         repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio"),
@@ -217,5 +253,6 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
                                            unit="accuracy points")
     algorithm.saturation_slope = check_real("saturation_slope", saturation_slope, low=0.0, high=1.0, low_open=True)
     algorithm.ceiling_factor = check_real("ceiling_factor", ceiling_factor, low=1.0, allow_none=True)
+    algorithm.tail_share = check_real("tail_share", tail_share, low=0.0, high=0.5)
     algorithm.ceiling_until = check_real("ceiling_until", ceiling_until, low=0.0, high=1.0, low_open=True)
     return bind_problem(algorithm, view)
