@@ -192,8 +192,9 @@ class FocusedNSGA2(NSGA2):
 
 @ALGORITHMS.register("focused")
 def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, saturation_drop=0.5,
-                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1, sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, sigma=0.3, final_sigma=0.1, swap_prob=0.3,
-                 crossover_prob=0.9, n_offsprings=None):
+                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1,
+                 sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, sigma=0.3, final_sigma=0.1,
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
