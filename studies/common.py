@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -82,3 +83,14 @@ def save_figure(fig: Any, path: str) -> None:
     """Save a matplotlib figure atomically (PNG, 120 dpi)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+
+
+def uniform_genome(space, target_macs: float):
+    """The uniform keep ratio (the same in every layer group) whose MACs are nearest ``target_macs``, as a genome.
+
+    What a plain Torch-Pruning user gets; the studies retrain it beside the search's models at matched MACs.
+    """
+    grid = np.linspace(0.005, 1.0, 400)
+    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
+    macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
+    return genomes[int(np.argmin(np.abs(np.log(macs) - np.log(target_macs))))]

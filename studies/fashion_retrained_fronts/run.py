@@ -39,9 +39,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import save_figure, write_csv, write_record  # noqa: E402
+from common import save_figure, uniform_genome, write_csv, write_record  # noqa: E402
 
 import moprune  # noqa: E402
+from moprune.exceptions import MopruneValueError  # noqa: E402
 from moprune.models.baselines import baseline_recipe  # noqa: E402
 from moprune.train import evaluate  # noqa: E402
 
@@ -49,12 +50,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = "fashion-mnist"
 
 
-def uniform_genome(space, target_macs):
-    """The uniform keep ratio whose MACs are nearest ``target_macs`` (log scale), as a genome."""
-    grid = np.linspace(0.005, 1.0, 400)
-    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
-    macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
-    return genomes[int(np.argmin(np.abs(np.log(macs) - np.log(target_macs))))]
 
 
 def run_model(name, splits, args):
@@ -75,8 +70,13 @@ def run_model(name, splits, args):
         search_s = time.perf_counter() - t0
         searches.append({"model": name, "seed": seed, "candidates": len(result.archive), "search_s": search_s})
         t0 = time.perf_counter()
-        front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points, epochs=args.epochs,
-                                      lr=args.lr, max_drop=10.0, max_macs=args.max_macs, seed=seed, augment=augment)
+        try:
+            front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points,
+                                          epochs=args.epochs, lr=args.lr, max_drop=10.0, max_macs=args.max_macs,
+                                          seed=seed, augment=augment)
+        except MopruneValueError as error:  # no front point within the filters
+            print(f"  seed {seed}: nothing retrained ({error})", flush=True)
+            continue
         for eval_index, row in front.iterrows():
             rows.append({"model": name, "seed": seed, "method": "moprune", "pair": f"{seed}:{eval_index}",
                          "macs_ratio": row["macs_ratio"], "params_ratio": row["params_ratio"],

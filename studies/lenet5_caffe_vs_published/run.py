@@ -26,13 +26,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import save_figure, write_csv, write_record  # noqa: E402
+from common import save_figure, uniform_genome, write_csv, write_record  # noqa: E402
 
 import moprune  # noqa: E402
 from moprune.train import evaluate  # noqa: E402
@@ -49,12 +48,6 @@ BASELINE_RECIPE = {"epochs": 20, "augment": "crop"}
 shifts 99.25%; the published baselines report 99.1-99.4%)."""
 
 
-def uniform_genome(space, target_macs):
-    """The uniform keep ratio whose MACs are nearest ``target_macs``, as a genome."""
-    grid = np.linspace(0.005, 1.0, 400)
-    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
-    macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
-    return genomes[int(np.argmin(np.abs(np.log(macs) - np.log(target_macs))))]
 
 
 def main():
