@@ -249,7 +249,7 @@ def front_points(front, n_points):
 
 def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn.Module], n_points: int = 8,
                   epochs: int = 1, lr: float = 0.01, distill_weight: float = 0.0, max_drop: Optional[float] = None,
-                  max_macs: Optional[float] = None,
+                  max_macs: Optional[float] = None, min_macs: Optional[float] = None,
                   out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0, progress: bool = False,
                   device: Device = "auto", **fit_options: Any) -> pd.DataFrame:
     """Retrain points of a search's Pareto front and return the front users get after retraining.
@@ -277,6 +277,10 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         max_drop: Only front points within this many accuracy points of the base at search time
             (zooms on the region users pick from; ``None``: the whole front).
         max_macs: Only front points with at most this MACs ratio (``None``: all).
+        min_macs: Only front points with at least this MACs ratio (``None``: all). With
+            ``max_macs``, a MACs window: where the search-time accuracy of small models is near
+            chance (no fine-tuning in the loop), ``max_drop`` would leave only large models, and
+            a window retrains the small ones users want (retraining recovers their accuracy).
         out_dir: Export every retrained model there as ``front_<eval>.pt`` (``None``: no files).
         seed: Seed of every retraining.
         progress: Show a progress bar per retraining.
@@ -306,14 +310,19 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
     max_drop = check_real("max_drop", max_drop, low=0, allow_none=True, unit="accuracy points")
     max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
+    min_macs = check_real("min_macs", min_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
+    if min_macs is not None and max_macs is not None and min_macs > max_macs:
+        raise invalid_value("min_macs", f"a MACs ratio at most max_macs={max_macs}", min_macs)
     front = pareto_front(result)
     if max_drop is not None:
         front = front[front["accuracy_drop"] <= max_drop + 1e-9]
     if max_macs is not None:
         front = front[front["macs_ratio"] <= max_macs + 1e-12]
+    if min_macs is not None:
+        front = front[front["macs_ratio"] >= min_macs - 1e-12]
     if len(front) == 0:
-        raise invalid_value("max_drop, max_macs", "filters that leave at least one front point",
-                            (max_drop, max_macs))
+        raise invalid_value("max_drop, max_macs, min_macs", "filters that leave at least one front point",
+                            (max_drop, max_macs, min_macs))
     chosen = front_points(front, n_points)
     device = resolve_device(device)
     base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)

@@ -186,6 +186,9 @@ def test_retrain_front_writes_the_retrained_front(run_a):
     assert (out / "retrained_front.png").stat().st_size > 1000
     proc = run_cli("retrain", out, "--front", "0", "--quiet")
     assert proc.returncode == 2 and "--front" in proc.stderr
+    proc = run_cli("retrain", out, "--front", "2", "--min-macs", "0.5", "--max-macs", "0.2", "--quiet")
+    assert proc.returncode == 2 and "--min-macs" in proc.stderr and "0.5" in proc.stderr
+    assert frame.equals(pd.read_csv(out / "retrained_front.csv", index_col="eval"))  # nothing rewritten
 
 
 @pytest.mark.slow

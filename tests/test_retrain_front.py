@@ -72,8 +72,15 @@ def test_retrain_front_filters_and_bad_input(searched):
     cut = float(front["macs_ratio"].median())
     frame = retrain_front(result, data=data, base_model=model, n_points=2, epochs=1, batch_size=64, max_macs=cut)
     assert (frame["macs_ratio"] <= cut + 1e-12).all()
-    with pytest.raises(MopruneValueError, match="max_drop, max_macs"):
+    upper = retrain_front(result, data=data, base_model=model, n_points=2, epochs=1, batch_size=64, min_macs=cut)
+    assert (upper["macs_ratio"] >= cut - 1e-12).all()
+    assert upper.index.isin(front.index[front["macs_ratio"] >= cut - 1e-12]).all()
+    with pytest.raises(MopruneValueError, match="max_drop, max_macs, min_macs"):
         retrain_front(result, data=data, base_model=model, max_macs=1e-9)
+    with pytest.raises(MopruneValueError, match="min_macs"):
+        retrain_front(result, data=data, base_model=model, min_macs=0.5, max_macs=0.2)
+    with pytest.raises(MopruneValueError, match="min_macs"):
+        retrain_front(result, data=data, base_model=model, min_macs=1.5)
     with pytest.raises(MopruneValueError, match="result"):
         retrain_front(front, data=data, base_model=model)
     with pytest.raises(MopruneValueError, match="base_model"):

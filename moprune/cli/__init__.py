@@ -136,6 +136,10 @@ def build_parser():
     p.add_argument("--front", type=int, default=None, metavar="N",
                    help="instead of one pick, retrain N front points spread along MACs; write "
                         "RUN/retrained_front.csv and .png")
+    p.add_argument("--min-macs", dest="min_macs", type=float, default=None,
+                   help="with --front: only front points with at least this MACs ratio (e.g. 0.02)")
+    p.add_argument("--max-macs", dest="max_macs", type=float, default=None,
+                   help="with --front: only front points with at most this MACs ratio (e.g. 0.3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

@@ -406,7 +406,7 @@ RETRAINED_FRONT = "retrained_front"
 """Stem of the files ``retrain --front`` writes in the run directory (``.csv``, ``.png``)."""
 
 
-def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, lr=0.05, seed=0,
+def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, min_macs=None, lr=0.05, seed=0,
                          train_samples=None, quiet=False, device="auto"):
     """Retrain ``n_points`` of run ``path``'s front; write ``retrained_front.csv``/``.png`` and ``front/*.pt``.
 
@@ -425,9 +425,13 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     from moprune.plotting import plot_retrained_front
     from moprune.retraining import retrain_front
     from moprune.runs import load_result
-    from moprune.validation import check_int
+    from moprune.validation import check_int, check_real
 
     n_points = check_int("--front", n_points, low=1)
+    min_macs = check_real("--min-macs", min_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
+    max_macs = check_real("--max-macs", max_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
+    if min_macs is not None and max_macs is not None and min_macs > max_macs:
+        raise invalid_value("--min-macs", f"a MACs ratio at most --max-macs={max_macs}", min_macs)
     if train_samples is not None and train_samples < 1:
         raise invalid_value("--train-samples", "an int >= 1", train_samples)
     config, data, model, space = _rebuild(path, progress=not quiet)
@@ -436,7 +440,8 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
         data = Splits(subset(data.train, min(train_samples, len(data.train)),
                              generator=torch.Generator().manual_seed(seed)), data.val, data.test)
     frame = retrain_front(result, data=data, base_model=model, n_points=n_points, epochs=epochs, lr=lr, seed=seed,
-                          max_drop=max_drop, max_macs=max_macs, out_dir=os.path.join(path, "front"),
+                          max_drop=max_drop, max_macs=max_macs, min_macs=min_macs,
+                          out_dir=os.path.join(path, "front"),
                           progress=not quiet, device=device)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
         frame.drop(columns=["genome"]).to_csv(tmp)
@@ -469,7 +474,8 @@ def cmd_retrain(args):
     _check_device(args)
     if getattr(args, "front", None) is not None:
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                             train_samples=args.train_samples, quiet=args.quiet, device=args.device)
+                             min_macs=args.min_macs, max_macs=args.max_macs, train_samples=args.train_samples,
+                             quiet=args.quiet, device=args.device)
         return 0
     retrain_picked(args.run, args, epochs=args.epochs, train_samples=args.train_samples, lr=args.lr,
                    seed=args.seed, output=args.output, quiet=args.quiet, device=args.device)
