@@ -1,19 +1,30 @@
 """Which search-time accuracy ranks candidates the way retraining will?
 
 The search ranks candidates by an accuracy measured before any retraining (a proxy); the user
-ends with the accuracy after retraining. This takes candidates from the region users pick from
-(a default search on ``mnist_cnn``'s channels; those within ``--band`` points of the base, spread
-over MACs), measures each proxy on the same 1,000-image validation subset, retrains every
-candidate with the same budget (``--epochs`` on the training split) and
-reports Spearman's rank correlation between each proxy and the retrained accuracy on the full
-validation split, with the seconds each proxy costs per candidate.
+ends with the accuracy after retraining. This measures each proxy on the same validation subset,
+retrains every candidate with the same budget (``--epochs`` on the training split) and reports
+Spearman's rank correlation between each proxy and the retrained accuracy on the full validation
+split, with the seconds each proxy costs per candidate.
 
-Proxies: no fine-tuning; ``--steps`` SGD fine-tuning steps in the loop (document 000), at
-several step counts.
+Two ways to choose the candidates:
+
+- default: from the region users pick from (a default search on ``mnist_cnn``'s channels; those
+  within ``--band`` points of the base, spread over log-MACs). Size dominates this ranking.
+- ``--levels 0.05 0.15 ...``: ``--per-level`` candidates at each MACs level, all of (nearly) the
+  same MACs: the uniform keep ratio and per-layer ratios drawn at random around it, rescaled to
+  the level. What matters to a search at a fixed budget is whether the proxy finds, among models
+  of equal size, the one that retrains best: this reports the Spearman correlation within each
+  level (averaged), and the retrained accuracy of each proxy's pick per level against the
+  uniform model's and the best one's.
+
+Proxies: no fine-tuning (BatchNorm statistics re-estimated on training images where the model
+has BatchNorm); ``--steps`` SGD fine-tuning steps in the loop (document 000).
 
 Run (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_proxy.py --candidates 24 --out benchmarks/results/bench_proxy.txt
+    .venv/bin/python benchmarks/bench_proxy.py --candidates 16 --out benchmarks/results/bench_proxy.txt
+    .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.05 0.15 \\
+        --per-level 6 --steps 20 100 --out benchmarks/results/bench_proxy_resnet8_fashion.txt
 """
 
 import argparse
@@ -26,6 +37,7 @@ import pandas as pd
 import torch
 
 import moprune
+from moprune.models.baselines import baseline_recipe
 from moprune.retraining import front_points
 
 
@@ -34,60 +46,125 @@ def spearman(a, b):
     return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
 
 
+def at_macs(space, relative, target, iterations=40):
+    """The genome keeping ``c * relative`` of each group (clipped to [0.01, 1]) whose MACs ratio is nearest ``target``."""
+    low, high = 0.0, 1.0 / max(float(np.min(relative)), 1e-6)
+    best, best_gap = None, np.inf
+    for _ in range(iterations):  # MACs grow with c: bisect it
+        c = (low + high) / 2
+        genome = space.genomes_from_ratios(np.clip(c * relative, 0.01, 1.0)[None, :])[0]
+        macs = float(space.cost(genome[None, :])["macs_ratio"][0])
+        if abs(np.log(macs / target)) < best_gap:
+            best, best_gap = genome, abs(np.log(macs / target))
+        low, high = (c, high) if macs < target else (low, c)
+    return best
+
+
+def matched_candidates(space, levels, per_level, rng, sigma=0.5):
+    """``per_level`` genomes at each MACs level: the uniform ratio first, then random per-group ratios."""
+    genomes, level_of = [], []
+    n_groups = len(space.group_slices)
+    for level in levels:
+        for k in range(per_level):
+            relative = np.ones(n_groups) if k == 0 else np.exp(rng.normal(0.0, sigma, n_groups))
+            genomes.append(at_macs(space, relative, level))
+            level_of.append(level)
+    frame = pd.DataFrame({"level": level_of, "uniform": [k == 0 for _ in levels for k in range(per_level)]})
+    frame["genome"] = genomes
+    frame["macs_ratio"] = space.cost(np.stack(genomes))["macs_ratio"]
+    return frame
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--model", default="mnist_cnn")
+    parser.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
+    parser.add_argument("--encoding", default="binary", choices=["binary", "ratio"])
+    parser.add_argument("--candidates", type=int, default=24, help="default mode: candidates from the band")
     parser.add_argument("--band", type=float, default=5.0)
+    parser.add_argument("--levels", nargs="+", type=float, default=None, help="MACs levels of the matched mode")
+    parser.add_argument("--per-level", type=int, default=6)
     parser.add_argument("--steps", nargs="+", type=int, default=[10, 50])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine decay)")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start_all = time.perf_counter()
 
-    splits = moprune.load_mnist()
-    model = moprune.pretrained("mnist_cnn", progress=False)
-    space = moprune.ChannelSpace(model, encoding="binary")
-    problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, n_samples=args.samples, num_threads=1))
-    result = moprune.search(problem, n_evals=args.evals, seed=args.seed)
-    frame = moprune.to_frame(result)
-    region = frame[(frame["accuracy_drop"] <= args.band) & frame["error_message"].isna()]
-    region = region[~region["plan_key"].duplicated()]
-    chosen = front_points(region, args.candidates)  # spread over log-MACs, not only the front
-    print(f"{len(chosen)} candidates within {args.band} points, MACs {100 * chosen['macs_ratio'].min():.1f}%"
-          f"-{100 * chosen['macs_ratio'].max():.1f}%", flush=True)
+    splits = moprune.load_mnist() if args.data == "mnist" else moprune.load_fashion_mnist()
+    model = moprune.pretrained(args.model, data=args.data, progress=False)
+    augment = baseline_recipe(args.model, args.data).get("augment")
+    space = moprune.ChannelSpace(model, encoding=args.encoding)
+    options = dict(n_samples=args.samples, num_threads=args.threads, train_data=splits.train, n_train_samples=5000,
+                   seed=args.seed)
+    if args.levels:
+        chosen = matched_candidates(space, args.levels, args.per_level, np.random.default_rng(args.seed))
+        where = (f"{args.per_level} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
+                 f"(uniform + random per-layer ratios)")
+    else:
+        problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, **options))
+        frame = moprune.to_frame(moprune.search(problem, n_evals=args.evals, seed=args.seed))
+        region = frame[(frame["accuracy_drop"] <= args.band) & frame["error_message"].isna()]
+        region = region[~region["plan_key"].duplicated()]
+        chosen = front_points(region, args.candidates)  # spread over log-MACs, not only the front
+        where = f"{len(chosen)} candidates within {args.band} points of the base"
+    print(f"{where}, MACs {100 * chosen['macs_ratio'].min():.1f}%-{100 * chosen['macs_ratio'].max():.1f}%",
+          flush=True)
 
-    proxies = {"no fine-tuning": (chosen["accuracy"].to_numpy(), np.mean(chosen["seconds"]))}
-    for steps in args.steps:
-        evaluator = moprune.Evaluator(splits.val, n_samples=args.samples, num_threads=1, finetune=steps,
-                                      train_data=splits.train, n_train_samples=5000)
+    genomes = np.stack(chosen["genome"].to_list())
+    proxies = {}
+    for steps in [0, *args.steps]:
+        extra = {"finetune": steps} if steps else {}
+        evaluator = moprune.Evaluator(splits.val, **options, **extra)
         start = time.perf_counter()
-        records = evaluator.evaluate(space, np.stack(chosen["genome"].to_list()))
-        proxies[f"{steps} fine-tuning steps"] = (np.array([r.accuracy for r in records]),
-                                                 (time.perf_counter() - start) / len(records))
+        records = evaluator.evaluate(space, genomes)
+        name = f"{steps} fine-tuning steps" if steps else "no fine-tuning"
+        proxies[name] = (np.array([r.accuracy for r in records]), (time.perf_counter() - start) / len(records))
+        print(f"{name}: {proxies[name][1]:.2f} s per candidate", flush=True)
     retrained = []
     for genome in chosen["genome"]:
-        torch.manual_seed(args.seed)
-        done = moprune.retrain((space, genome), data=splits, base_model=model, epochs=args.epochs,
-                               seed=args.seed)
+        done = moprune.retrain((space, genome), data=splits, base_model=model, epochs=args.epochs, lr=args.lr,
+                               seed=args.seed, augment=augment)
         retrained.append(done.val_accuracy)
-    retrained = np.array(retrained)
+    chosen["retrained"] = retrained = np.array(retrained)
+
     lines = [f"# bench_proxy {args}", f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-             f"moprune {moprune.__version__}, {time.strftime('%Y-%m-%d %H:%M')}",
-             f"{len(chosen)} candidates of mnist_cnn (binary channels) within {args.band} points of the base, "
+             f"moprune {moprune.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, "
+             f"wall {time.perf_counter() - start_all:.0f} s",
+             f"{where} of {args.model} ({args.encoding} channels, {args.data}), "
              f"MACs {100 * chosen['macs_ratio'].min():.1f}%-{100 * chosen['macs_ratio'].max():.1f}%; "
-             f"retrained {args.epochs} epoch(s) each, validation accuracy after retraining "
-             f"{100 * retrained.min():.2f}%-{100 * retrained.max():.2f}%",
-             "", f"{'proxy':28s} {'Spearman vs retrained':>22s} {'s per candidate':>16s}"]
-    for name, (values, seconds) in proxies.items():
-        lines.append(f"{name:28s} {spearman(values, retrained):22.3f} {seconds:16.3f}")
-    lines.append(f"{'MACs alone':28s} {spearman(chosen['macs_ratio'].to_numpy(), retrained):22.3f} {0:16.3f}")
+             f"retrained {args.epochs} epoch(s) each (lr {args.lr}, augment {augment}), validation accuracy after "
+             f"retraining {100 * retrained.min():.2f}%-{100 * retrained.max():.2f}%", ""]
+    if args.levels:
+        lines.append(f"{'proxy':24s} {'Spearman in a level':>20s} {'pick retrained %':>17s} "
+                     f"{'s per candidate':>16s}   (per level: proxy's pick / uniform / best, retrained val %)")
+        for name, (values, seconds) in proxies.items():
+            chosen[name] = values
+            within, picks, detail = [], [], []
+            for level, group in chosen.groupby("level"):
+                within.append(spearman(group[name], group["retrained"]))
+                pick = group.loc[group[name].idxmax(), "retrained"]
+                picks.append(pick)
+                uniform = group.loc[group["uniform"], "retrained"].iloc[0]
+                detail.append(f"{100 * level:g}%: {100 * pick:.2f}/{100 * uniform:.2f}/{100 * group['retrained'].max():.2f}")
+            lines.append(f"{name:24s} {np.nanmean(within):20.3f} {100 * np.mean(picks):17.2f} {seconds:16.3f}   "
+                         + "; ".join(detail))
+    else:
+        lines.append(f"{'proxy':28s} {'Spearman vs retrained':>22s} {'s per candidate':>16s}")
+        for name, (values, seconds) in proxies.items():
+            lines.append(f"{name:28s} {spearman(values, retrained):22.3f} {seconds:16.3f}")
+        lines.append(f"{'MACs alone':28s} {spearman(chosen['macs_ratio'].to_numpy(), retrained):22.3f} {0:16.3f}")
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
+        with open(args.out + ".tmp", "w") as f:
             f.write(text + "\n")
+        os.replace(args.out + ".tmp", args.out)
 
 
 if __name__ == "__main__":
