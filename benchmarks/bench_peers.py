@@ -77,7 +77,8 @@ def build(model_name, encoding, splits, samples, threads, data="mnist"):
 
     def make_problem(clock):
         evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, num_threads=threads,
-                                   train_data=splits.train if bn else None, n_train_samples=5000 if bn else None)
+                                   train_data=splits.train if bn else None, n_train_samples=5000 if bn else None,
+                                   finetune=None)  # the same proxy for every peer: BN re-estimation only
         return moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
 
     return model, space, make_problem

@@ -107,7 +107,7 @@ def main(argv=None):
         where = (f"{args.per_level} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
                  f"(uniform + random per-layer ratios)")
     else:
-        problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, **options))
+        problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, **options, finetune=None))
         frame = moprune.to_frame(moprune.search(problem, n_evals=args.evals, seed=args.seed))
         region = frame[(frame["accuracy_drop"] <= args.band) & frame["error_message"].isna()]
         region = region[~region["plan_key"].duplicated()]
@@ -119,7 +119,7 @@ def main(argv=None):
     genomes = np.stack(chosen["genome"].to_list())
     proxies = {}
     for steps in [0, *args.steps]:
-        extra = {"finetune": steps} if steps else {}
+        extra = {"finetune": steps or None}
         evaluator = moprune.Evaluator(splits.val, **options, **extra)
         start = time.perf_counter()
         records = evaluator.evaluate(space, genomes)

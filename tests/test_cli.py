@@ -356,3 +356,31 @@ def test_bad_values_name_the_setting(capsys, tmp_path):
     assert code == 2 and "pop_size" in err and "got 1" in err
     code, _, err = cli(capsys, "report", tmp_path / "nothing")
     assert code == 2 and "not a moprune run directory" in err
+
+
+@pytest.mark.parametrize("given, expected", [({}, "auto"), ({"finetune_steps": 0}, None),
+                                             ({"finetune_steps": 7}, 7)])
+def test_finetune_steps_default_is_the_evaluators_auto(monkeypatch, given, expected):
+    from moprune.cli import config as cfg
+
+    config = cfg.resolve({"model": "lenet5", **given})
+    assert config["finetune_steps"] == given.get("finetune_steps")
+    seen = {}
+
+    class Recorder:
+        def __init__(self, data, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr("moprune.evaluation.Evaluator", Recorder)
+    monkeypatch.setattr("moprune.problem.PruningProblem", lambda space, evaluator, **kwargs: evaluator)
+    monkeypatch.setattr(cfg, "build_space", lambda config, model, data: None)
+    cfg.build_problem(config, None, type("Data", (), {"val": [0], "train": [0]})())
+    assert seen["finetune"] == expected
+
+
+def test_negative_finetune_steps_is_refused():
+    from moprune.cli import config as cfg
+    from moprune.exceptions import MopruneValueError
+
+    with pytest.raises(MopruneValueError, match="finetune_steps must be None or an int >= 0; got -1"):
+        cfg.resolve({"model": "lenet5", "finetune_steps": -1})

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest_search import H1, H2, TinySpace, make_data, make_mlp, tiny_model
-from moprune.evaluation import EvalRecord, EvaluationCache, Evaluator, has_batchnorm, plan_seed
+from moprune.evaluation import AUTO_FINETUNE, EvalRecord, EvaluationCache, Evaluator, has_batchnorm, plan_seed
 from moprune.exceptions import MopruneError, MopruneValueError
 from moprune.space.base import Plan
 from moprune.train import evaluate
@@ -184,8 +184,9 @@ def test_bn_recalibration_modes():
     space = TinySpace(make_mlp(train=True, bn=True))
     x = _genomes(5, 1)
     space.model[1].running_mean.fill_(50.0)  # stale statistics ruin the accuracy
-    auto = Evaluator(VAL, n_samples=None, train_data=TRAIN, num_threads=1).evaluate(space, x)[0].accuracy
-    off = Evaluator(VAL, n_samples=None, train_data=TRAIN, bn_recalibration=False,
+    auto = Evaluator(VAL, n_samples=None, train_data=TRAIN, finetune=None,
+                     num_threads=1).evaluate(space, x)[0].accuracy
+    off = Evaluator(VAL, n_samples=None, train_data=TRAIN, bn_recalibration=False, finetune=None,
                     num_threads=1).evaluate(space, x)[0].accuracy
     no_data = Evaluator(VAL, n_samples=None, num_threads=1).evaluate(space, x)[0].accuracy
     assert off == no_data and auto > off + 0.2
@@ -197,6 +198,7 @@ def test_bn_recalibration_modes():
     ({"batch_size": -5}, "batch_size must be an int >= 1; got -5"),
     ({"finetune": {"epochs": 1}, "train_data": TRAIN}, "finetune must be a dict with keys among"),
     ({"finetune": 10}, "train_data must be a TensorDataset when finetune is set; got None"),
+    ({"finetune": "always"}, "finetune must be 'auto', None, a number of steps (int) or a dict"),
     ({"bn_recalibration": True}, "train_data must be a TensorDataset when bn_recalibration=True"),
     ({"bn_recalibration": "yes"}, "bn_recalibration must be one of ['auto', True, False]; got 'yes'"),
     ({"seed": 1.5}, "seed must be an int >= 0; got 1.5"),
@@ -207,6 +209,19 @@ def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(MopruneValueError) as info:
         Evaluator(VAL, **kwargs)
     assert message in str(info.value)
+
+
+def test_finetune_auto_fine_tunes_only_with_training_data():
+    space = TinySpace(tiny_model())
+    x = _genomes(3, 1)
+    assert Evaluator(VAL, num_threads=1).finetune is None  # nothing to fine-tune on
+    auto = Evaluator(VAL, n_samples=None, train_data=TRAIN, num_threads=1)
+    assert auto.finetune == AUTO_FINETUNE and auto.finetune is not AUTO_FINETUNE
+    explicit = Evaluator(VAL, n_samples=None, train_data=TRAIN, finetune=AUTO_FINETUNE["steps"], num_threads=1)
+    plain = Evaluator(VAL, n_samples=None, train_data=TRAIN, finetune=None, num_threads=1)
+    records = [ev.evaluate(space, x) for ev in (auto, explicit, plain)]
+    assert [r.accuracy for r in records[0]] == [r.accuracy for r in records[1]]
+    assert all(math.isfinite(r.loss) for r in records[0]) and all(math.isnan(r.loss) for r in records[2])
 
 
 def test_val_data_must_be_a_tensor_dataset():

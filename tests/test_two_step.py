@@ -155,7 +155,7 @@ def _problem(*, kind="channels", encoding="binary", train=True, max_accuracy_dro
     else:
         space = WeightSpace(model, torch.zeros(1, IN), encoding=encoding)
     evaluator = Evaluator(_data(300, seed=2), n_samples=None, train_data=_data(1000, seed=1) if train else None,
-                          num_threads=1)
+                          num_threads=1, finetune=None)  # the elite's retraining, no fine-tuning per candidate
     return PruningProblem(space, evaluator, objectives=("error", "macs"), max_accuracy_drop=max_accuracy_drop)
 
 

@@ -343,7 +343,8 @@ def _two_step_problem(workers):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
-    evaluator = Evaluator(data(300, 2), n_samples=None, train_data=data(1000, 1), num_threads=1, workers=workers)
+    evaluator = Evaluator(data(300, 2), n_samples=None, train_data=data(1000, 1), num_threads=1, workers=workers,
+                          finetune=None)
     return PruningProblem(moprune.ChannelSpace(model, torch.zeros(1, 6)), evaluator)
 
 

@@ -70,7 +70,7 @@ def _add_search_options(p):
     p.add_argument("--val-samples", dest="val_samples", type=int, default=S,
                    help=f"validation images per candidate (default {DEFAULTS['val_samples']})")
     p.add_argument("--finetune-steps", dest="finetune_steps", type=int, default=S,
-                   help="SGD steps of fine-tuning per candidate (default 0)")
+                   help="SGD steps of fine-tuning per candidate (default: the Evaluator's, 20; 0: none)")
     p.add_argument("--train-samples", dest="train_samples", type=int, default=S,
                    help="training images used for fine-tuning (default all)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="evaluation batch (default 250)")

@@ -39,7 +39,7 @@ DEFAULTS = {
     "evaluations": None,
     "seed": 0,
     "val_samples": 2000,
-    "finetune_steps": 0,
+    "finetune_steps": None,
     "train_samples": None,
     "batch_size": 250,
     "threads": None,
@@ -60,7 +60,7 @@ DEFAULT_GENERATIONS = 30
 _INTS = {"pop_size": 2, "generations": 1, "evaluations": 1, "seed": 0, "val_samples": 1, "finetune_steps": 0,
          "train_samples": 1, "batch_size": 1, "threads": 1, "baseline_epochs": 1, "workers": 1}
 _OPTIONAL = {"weights", "baseline_epochs", "encoding", "layers", "max_accuracy_drop", "generations",
-             "evaluations", "train_samples", "threads", "workers"}
+             "evaluations", "finetune_steps", "train_samples", "threads", "workers"}
 
 
 def run_config(config):
@@ -378,12 +378,17 @@ def build_problem(config, model, data):
     n_val = min(config["val_samples"], len(data.val))
     n_train = None if config["train_samples"] is None else min(config["train_samples"], len(data.train))
     evaluator = Evaluator(data.val, n_samples=n_val, batch_size=config["batch_size"],
-                          finetune=config["finetune_steps"] or None, train_data=data.train,
+                          finetune=_finetune_setting(config["finetune_steps"]), train_data=data.train,
                           n_train_samples=n_train, seed=config["seed"], num_threads=config["threads"],
                           device=config["device"], workers=config["workers"], backend=config["backend"],
                           address=config["ray_address"])
     return PruningProblem(space, evaluator, objectives=tuple(config["objectives"]),
                           max_accuracy_drop=config["max_accuracy_drop"])
+
+
+def _finetune_setting(steps):
+    """The Evaluator's ``finetune`` of a run: ``None`` (unset) is its default, 0 none."""
+    return "auto" if steps is None else (steps or None)
 
 
 def search_budget(config):

@@ -43,6 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = get_logger("evaluation")
 
 _FINETUNE_KEYS = ("steps", "lr", "batch_size", "optimizer")
+AUTO_FINETUNE = {"steps": 20}
+"""What ``finetune="auto"`` (the default) runs when the evaluator has ``train_data``: 20 SGD steps
+(lr 0.01, batch 128). Without any, channel-pruned BatchNorm models under about 60% of the MACs
+score near chance, and the search cannot rank the small models users retrain (study 8,
+``benchmarks/bench_proxy.py``)."""
 _BN_CHOICES = ("auto", True, False)
 BACKENDS = ("local", "ray")
 """Where ``workers`` run: local processes or Ray actors."""
@@ -87,9 +92,11 @@ class Evaluator:
         val_data: Validation ``TensorDataset`` (never the test split).
         n_samples: Size of the fixed validation subset (a seeded random subset; ``None``: all).
         batch_size: Evaluation batch size (about 250 is fastest on CPU).
-        finetune: ``None`` (no fine-tuning), an int (number of SGD steps) or a dict of
+        finetune: ``"auto"`` (:data:`AUTO_FINETUNE` when ``train_data`` is given, else none),
+            ``None`` (no fine-tuning), an int (number of SGD steps) or a dict of
             :func:`moprune.train.finetune` options (``steps``, ``lr``, ``batch_size``,
-            ``optimizer``): document 000's fine-tuning in the loop. Needs ``train_data``.
+            ``optimizer``): document 000's fine-tuning in the loop. An explicit setting needs
+            ``train_data``.
         train_data: Training ``TensorDataset`` for fine-tuning and BN re-estimation.
         n_train_samples: Size of the training subset used (seeded random subset; ``None``: all).
         bn_recalibration: ``"auto"`` (re-estimate BatchNorm statistics when the model has
@@ -144,7 +151,7 @@ class Evaluator:
     """
 
     def __init__(self, val_data: TensorDataset, *, n_samples: Optional[int] = 2000, batch_size: int = 250,
-                 finetune: Union[None, int, Dict[str, Any]] = None, train_data: Optional[TensorDataset] = None,
+                 finetune: Union[None, str, int, Dict[str, Any]] = "auto", train_data: Optional[TensorDataset] = None,
                  n_train_samples: Optional[int] = None, bn_recalibration: Union[str, bool] = "auto",
                  bn_batches: int = 10, bn_batch_size: Optional[int] = None, seed: int = 0, cache: bool = True,
                  cache_size: Optional[int] = None, num_threads: Optional[int] = None, device: Device = "auto",
@@ -156,6 +163,8 @@ class Evaluator:
         self.n_samples = check_int("n_samples", n_samples, low=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, low=1)
         self.n_train_samples = check_int("n_train_samples", n_train_samples, low=1, allow_none=True)
+        if isinstance(finetune, str) and finetune == "auto":
+            finetune = None if train_data is None else dict(AUTO_FINETUNE)
         self.finetune = self._check_finetune(finetune)
         if self.finetune is not None and train_data is None:
             raise conflict(("train_data",), "a TensorDataset when finetune is set", None)
@@ -227,7 +236,7 @@ class Evaluator:
             options.setdefault("steps", 50)
             check_int("finetune['steps']", options["steps"], low=1)
             return options
-        raise invalid_value("finetune", "None, a number of steps (int) or a dict of finetune options",
+        raise invalid_value("finetune", "'auto', None, a number of steps (int) or a dict of finetune options",
                             finetune)
 
     def attach_data(self, val_data: TensorDataset, train_data: Optional[TensorDataset] = None) -> None:

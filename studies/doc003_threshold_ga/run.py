@@ -103,7 +103,8 @@ def main():
     layers = conv_layers(base)
     space = moprune.ChannelSpace(base, encoding="binary", layers=layers)
     evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
-                                  bn_batches=args.bn_batches, num_threads=args.threads, seed=args.seed)
+                                  bn_batches=args.bn_batches, num_threads=args.threads, seed=args.seed,
+                                  finetune=None)  # Algorithm 1 has no fine-tuning
     problem = moprune.PruningProblem(space, evaluator, objectives=("error", "params"))
     scoring = ThresholdScore(threshold=args.threshold, epsilon=10.0, lam=0.5, cost="params")
     t0 = time.perf_counter()

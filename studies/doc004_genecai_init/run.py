@@ -145,7 +145,7 @@ def main():
                                      importance_batches=args.importance_batches)
         evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
                                       n_train_samples=args.train_samples, bn_batches=args.bn_batches,
-                                      num_threads=args.threads)
+                                      num_threads=args.threads, finetune=None)
         print(f"{model_name}: baseline and Taylor ranking in {time.perf_counter() - t0:.0f} s, test "
               f"{100 * base_test:.2f}%, groups {space.group_names}", flush=True)
         for init in INITS:

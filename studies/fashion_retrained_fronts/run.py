@@ -6,8 +6,10 @@ which leaves no room to show what a search buys. Fashion-MNIST has wider trade-o
 
 For each model (the zoo's Fashion-MNIST baselines, trained with flips and +-2 pixel shifts), and
 each seed: the default search (``moprune.search(problem)``, ``"focused"``) over the default channel
-space, objectives (error, MACs), every candidate scored on 1,000 validation images with its
-BatchNorm statistics re-estimated on 5,000 training images (no weight trained during search).
+space, objectives (error, MACs), every candidate scored on 1,000 validation images after the
+Evaluator's default fine-tuning in the loop (``finetune="auto"``: 20 SGD steps on a 5,000-image
+training subset; ``--finetune 0`` turns it off, as the first run of this study had it) and with its
+BatchNorm statistics re-estimated on that subset.
 Then ``retrain_front`` retrains up to ``--points`` front points (MACs within ``--min-macs`` and
 ``--max-macs``, spread on log-MACs; no search-time accuracy filter: without fine-tuning in the
 loop, channel-pruned ``resnet8`` candidates under about 70% of the MACs are near chance before
@@ -18,7 +20,8 @@ splits; the comparison is paired at (nearly) equal MACs.
 
 Run from the repository root (baselines not cached are trained first, 15-20 min each here):
 
-    .venv/bin/python studies/fashion_retrained_fronts/run.py
+    .venv/bin/python studies/fashion_retrained_fronts/run.py --threads 2
+    .venv/bin/python studies/fashion_retrained_fronts/run.py --threads 2 --finetune 0   # the first run
 
 It writes ``retrained.csv`` (every retrained model of both methods), ``search_fronts.csv`` (each search's
 front, search-time validation-subset accuracy), ``paired.csv`` (one row per
@@ -66,7 +69,8 @@ def run_model(name, splits, args):
     rows, searches, fronts = [], [], []
     for seed in range(args.seeds):
         evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
-                                      n_train_samples=5000, seed=seed, num_threads=args.threads)
+                                      n_train_samples=5000, seed=seed, num_threads=args.threads,
+                                      **({} if args.finetune is None else {"finetune": args.finetune or None}))
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
         result = moprune.search(problem, n_evals=args.evals, seed=seed)
@@ -134,7 +138,7 @@ def summary_table(paired, bases):
     return pd.DataFrame(out)
 
 
-def plot_model(name, retrained, base_test, epochs):
+def plot_model(name, retrained, base_test, epochs, out):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sub = retrained[retrained["model"] == name]
     for (method, seed), group in sub.groupby(["method", "seed"]):
@@ -148,7 +152,7 @@ def plot_model(name, retrained, base_test, epochs):
     ax.set_ylabel("test accuracy after retraining, %")
     ax.set_title(f"{name} on Fashion-MNIST: retrained {epochs} epoch(s), equal budget")
     ax.legend(fontsize=8)
-    save_figure(fig, os.path.join(HERE, f"{name}.png"))
+    save_figure(fig, os.path.join(out, f"{name}.png"))
     plt.close(fig)
 
 
@@ -165,8 +169,12 @@ def main():
     parser.add_argument("--lr", type=float, default=0.01, help="retraining learning rate (cosine decay)")
     parser.add_argument("--min-macs", type=float, default=0.02, help="retrain front points from this MACs ratio")
     parser.add_argument("--max-macs", type=float, default=0.30, help="retrain front points up to this MACs ratio")
+    parser.add_argument("--finetune", type=int, default=None,
+                        help="SGD steps of fine-tuning in the loop (default: the Evaluator's default)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     splits = moprune.load_fashion_mnist()
@@ -181,14 +189,14 @@ def main():
     bases = pd.DataFrame(bases)
     paired = paired_table(retrained)
     summary = summary_table(paired, bases)
-    write_csv(retrained, os.path.join(HERE, "retrained.csv"), index=False)
-    write_csv(paired, os.path.join(HERE, "paired.csv"), index=False)
-    write_csv(summary, os.path.join(HERE, "summary.csv"), index=False)
-    write_csv(pd.DataFrame(searches), os.path.join(HERE, "searches.csv"), index=False)
-    write_csv(pd.concat(fronts, ignore_index=True), os.path.join(HERE, "search_fronts.csv"), index=False)
+    write_csv(retrained, os.path.join(args.out, "retrained.csv"), index=False)
+    write_csv(paired, os.path.join(args.out, "paired.csv"), index=False)
+    write_csv(summary, os.path.join(args.out, "summary.csv"), index=False)
+    write_csv(pd.DataFrame(searches), os.path.join(args.out, "searches.csv"), index=False)
+    write_csv(pd.concat(fronts, ignore_index=True), os.path.join(args.out, "search_fronts.csv"), index=False)
     for _, base_row in bases.iterrows():
-        plot_model(base_row["model"], retrained, base_row["base_test_accuracy"], args.epochs)
-    record = write_record(HERE, wall_s=time.perf_counter() - start,
+        plot_model(base_row["model"], retrained, base_row["base_test_accuracy"], args.epochs, args.out)
+    record = write_record(args.out, wall_s=time.perf_counter() - start,
                           extra={"bases": bases.round(4).to_dict(orient="records")})
     pd.set_option("display.width", 200)
     print(paired.round(4).to_string(index=False))

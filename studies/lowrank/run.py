@@ -80,7 +80,7 @@ def run_model(name, args, splits):
         space = make_space(base)
         evaluator = moprune.Evaluator(splits.val, n_samples=cfg["val_samples"], batch_size=250,
                                       train_data=splits.train, n_train_samples=2000, bn_batches=4,
-                                      bn_batch_size=100, num_threads=1)
+                                      bn_batch_size=100, num_threads=1, finetune=None)
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         result = moprune.search(problem, "nsga2", pop_size=cfg["pop_size"], n_evals=cfg["n_evals"], seed=args.seed)
         t_search = time.perf_counter() - t0
