@@ -43,3 +43,23 @@ def randomized_zoo_model(name, seed=0):
                 m.bias.copy_(torch.randn(m.num_features, generator=g))
     return model.eval()
 
+
+
+def evaluator_settings(monkeypatch, config):
+    """The keyword arguments the command line's ``build_problem`` passes to ``Evaluator`` for ``config``.
+
+    Nothing is built: the evaluator, problem and space are replaced by recorders.
+    """
+    from moprune.cli import config as cfg
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, data, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr("moprune.evaluation.Evaluator", Recorder)
+    monkeypatch.setattr("moprune.problem.PruningProblem", lambda space, evaluator, **kwargs: evaluator)
+    monkeypatch.setattr(cfg, "build_space", lambda config, model, data: None)
+    cfg.build_problem(config, None, type("Data", (), {"val": [0], "train": [0]})())
+    return seen

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import evaluator_settings
 from moprune.algorithms import ALGORITHMS
 from moprune.models import model_names
 
@@ -365,17 +366,7 @@ def test_finetune_steps_default_is_the_evaluators_auto(monkeypatch, given, expec
 
     config = cfg.resolve({"model": "lenet5", **given})
     assert config["finetune_steps"] == given.get("finetune_steps")
-    seen = {}
-
-    class Recorder:
-        def __init__(self, data, **kwargs):
-            seen.update(kwargs)
-
-    monkeypatch.setattr("moprune.evaluation.Evaluator", Recorder)
-    monkeypatch.setattr("moprune.problem.PruningProblem", lambda space, evaluator, **kwargs: evaluator)
-    monkeypatch.setattr(cfg, "build_space", lambda config, model, data: None)
-    cfg.build_problem(config, None, type("Data", (), {"val": [0], "train": [0]})())
-    assert seen["finetune"] == expected
+    assert evaluator_settings(monkeypatch, config)["finetune"] == expected
 
 
 def test_negative_finetune_steps_is_refused():

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import evaluator_settings
 from moprune.devices import available_devices
 from moprune.evaluation.ray_pool import ray_installed
 
@@ -68,16 +69,7 @@ def test_the_backend_is_a_machine_setting_passed_to_the_evaluator(monkeypatch):
         if ray_installed() else cfg.resolve({"model": "lenet5", "workers": 2})
     assert "backend" not in cfg.run_config(config) and "ray_address" not in cfg.run_config(config)
     assert cfg.machine_settings({})["backend"] == "local"
-    seen = {}
-
-    class Recorder:
-        def __init__(self, data, **kwargs):
-            seen.update(kwargs)
-
-    monkeypatch.setattr("moprune.evaluation.Evaluator", Recorder)
-    monkeypatch.setattr("moprune.problem.PruningProblem", lambda space, evaluator, **kwargs: evaluator)
-    monkeypatch.setattr(cfg, "build_space", lambda config, model, data: None)
-    cfg.build_problem(config, None, type("Data", (), {"val": [0], "train": [0]})())
+    seen = evaluator_settings(monkeypatch, config)
     assert (seen["workers"], seen["backend"], seen["address"]) == \
         ((2, "ray", "auto") if ray_installed() else (2, "local", None))
 
