@@ -340,3 +340,32 @@ def test_focused_keeps_the_front_outside_the_band_and_breeds_from_it():
     assert len(without._tail) == 0  # no tail kept, none bred
     with pytest.raises(MopruneValueError, match="tail_share"):
         ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, tail_share=0.8)
+
+
+@pytest.mark.parametrize("budget", [{"max_macs": 0.15}, {"max_params": 0.2}, {"max_macs": 0.3, "max_params": 0.1}])
+def test_focused_budget_bounds_every_candidate_and_spends_the_evaluations_near_it(budget):
+    problem = tiny_problem()
+    result = search(problem, "focused", pop_size=10, n_evals=80, seed=0, **budget)
+    macs = np.array([e.macs_ratio for e in problem.archive])
+    params = np.array([e.params_ratio for e in problem.archive])
+    assert len(problem.archive) == 80
+    assert (macs <= budget.get("max_macs", 1.0) + 1e-12).all()
+    assert (params <= budget.get("max_params", 1.0) + 1e-12).all()
+    # the budget's whole front is searched (no accuracy band by default under a budget) ...
+    assert result.pymoo_result.algorithm.problem.band is None
+    # ... and it is used: the largest candidate is near the binding limit, not far below it
+    use = np.maximum(macs / budget.get("max_macs", np.inf), params / budget.get("max_params", np.inf))
+    assert use.max() > 0.6
+
+
+def test_focused_budget_is_checked():
+    problem = tiny_problem()
+    with pytest.raises(MopruneValueError, match="max_macs"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, max_macs=1.5)
+    with pytest.raises(MopruneValueError, match="max_params.*a budget some model of this space fits"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, max_params=1e-6)
+    with pytest.raises(MopruneValueError, match="band.*'auto'"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, band="wide")
+    # an explicit band still applies under a budget
+    assert search(tiny_problem(), "focused", pop_size=8, n_evals=16, seed=0, max_macs=0.5,
+                  band=3.0).pymoo_result.algorithm.problem.band == 3.0

@@ -190,8 +190,25 @@ class FocusedNSGA2(NSGA2):
             self.eliminate_duplicates.remember(infills)
 
 
+def _largest_uniform_macs(space, limits, n_grid=400):
+    """MACs ratio of the largest uniform keep-ratio model within ``limits`` (cost key -> bound)."""
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    genomes = space.repair()._do(None, space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1)))
+    cost = space.cost(genomes)
+    fits = np.ones(len(grid), dtype=bool)
+    for key, limit in limits.items():
+        fits &= np.asarray(cost[key], dtype=float) <= limit
+    macs = np.asarray(cost["macs_ratio"], dtype=float)
+    if not fits.any():
+        raise invalid_value(", ".join(f"max_{k.split('_')[0]}" for k in limits),
+                            f"a budget some model of this space fits (the smallest has {macs.min():.4f} of the "
+                            f"MACs, {np.min(cost['params_ratio']):.4f} of the parameters)",
+                            ", ".join(f"{v}" for v in limits.values()))
+    return float(macs[fits].max())
+
+
 @ALGORITHMS.register("focused")
-def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, saturation_drop=0.5,
+def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
@@ -200,8 +217,13 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
     Args:
         problem: A :class:`moprune.PruningProblem`.
         pop_size: Population size.
-        band: Accuracy drop in points the search focuses on (``None``: the whole front). With
-            the problem's own ``max_accuracy_drop``, the smaller of the two.
+        band: Accuracy drop in points the search focuses on (``None``: the whole front; ``"auto"``:
+            :data:`DEFAULT_BAND` without a budget, the whole front under one). With the problem's
+            own ``max_accuracy_drop``, the smaller of the two.
+        max_macs, max_params: A budget (fractions of the base model's MACs / parameters, or
+            ``None``): every candidate evaluated fits it (the uniform sweep spans the models
+            within it and offspring are shrunk into it), so the whole budget of evaluations goes
+            to the models a user can deploy.
         band_after: Fraction of the budget in [0, 1) spent on the whole front before the band
             applies (cheap small models explored early widen the front's low-accuracy end).
         saturation_drop: Accuracy points below the base within which a model counts as keeping
@@ -229,6 +251,13 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
         A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
     """
     pop_size = check_pop_size(pop_size, minimum=2)
+    max_macs = check_real("max_macs", max_macs, low=0.0, high=1.0, low_open=True, allow_none=True)
+    max_params = check_real("max_params", max_params, low=0.0, high=1.0, low_open=True, allow_none=True)
+    budgeted = max_macs is not None or max_params is not None
+    if isinstance(band, str):
+        if band != "auto":
+            raise invalid_value("band", "'auto', None or accuracy points in [0, 100]", band)
+        band = None if budgeted else DEFAULT_BAND
     if "error" not in problem.objectives and band is not None:
         band = None  # nothing to focus on without an accuracy objective
     view = FocusedProblem(problem, band)
@@ -240,13 +269,18 @@ def make_focused(problem, *, pop_size, band=DEFAULT_BAND, band_after=0.0, satura
         if not hasattr(space, method):
             raise invalid_value("problem", f"a problem whose space has {method}()", type(space).__name__)
     eliminator = PlanDuplicateElimination(space)
+    limits = {key: limit for key, limit in (("macs_ratio", max_macs), ("params_ratio", max_params)) if limit is not None}
+    if budgeted:  # the sweep spans the uniform models within the budget
+        sweep_max_macs = min(sweep_max_macs, _largest_uniform_macs(space, limits))
+        sweep_min_macs = min(sweep_min_macs, sweep_max_macs / 10)
     algorithm = FocusedNSGA2(
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
         sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs, max_macs=sweep_max_macs),
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
-        repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio"),
+        repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio",
+                                 limits=limits),
         eliminate_duplicates=eliminator,
     )
     algorithm.band_after = check_probability("band_after", band_after)

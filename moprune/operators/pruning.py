@@ -334,26 +334,33 @@ def shrink_to_cost(space, X, ceiling, *, key="macs_ratio", n_steps=24):
 
 
 class CostCeilingRepair(Repair):
-    """The space's own repair, then :func:`shrink_to_cost` above :attr:`ceiling` (if set).
+    """The space's own repair, then :func:`shrink_to_cost` above :attr:`ceiling` and the fixed limits.
 
     An algorithm sets :attr:`ceiling` while it runs (``None``: no bound), e.g. to a multiple of
     the smallest model that kept the base accuracy, so offspring never grow into large models
-    that cost the most to evaluate and barely differ in error.
+    that cost the most to evaluate and barely differ in error. ``limits`` are a user's budget:
+    they bound every genome repaired, whatever the ceiling.
 
     Args:
         space: The :class:`moprune.space.Space` genomes belong to.
         key: Cost the ceiling bounds (``"macs_ratio"`` or ``"params_ratio"``).
+        limits: Fixed bounds, e.g. ``{"macs_ratio": 0.1, "params_ratio": 0.05}`` (``None``: none).
     """
 
-    def __init__(self, space, *, key="macs_ratio"):
+    def __init__(self, space, *, key="macs_ratio", limits=None):
         super().__init__()
         self.space = space
         self.base = space.repair()
         self.key = key
         self.ceiling = None
+        self.limits = dict(limits or {})
 
     def _do(self, problem, X, **kwargs):
         X = self.base._do(problem, X, **kwargs)
-        if self.ceiling is None or len(X) == 0:
+        if len(X) == 0:
             return X
-        return shrink_to_cost(self.space, X, self.ceiling, key=self.key)
+        if self.ceiling is not None:
+            X = shrink_to_cost(self.space, X, self.ceiling, key=self.key)
+        for key, limit in self.limits.items():
+            X = shrink_to_cost(self.space, X, limit, key=key)
+        return X

@@ -73,7 +73,8 @@ def run_model(name, splits, args):
                                       **({} if args.finetune is None else {"finetune": args.finetune or None}))
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
-        result = moprune.search(problem, n_evals=args.evals, seed=seed)
+        budget = {"max_macs": args.max_macs} if args.budget else {}
+        result = moprune.search(problem, n_evals=args.evals, seed=seed, **budget)
         search_s = time.perf_counter() - t0
         searches.append({"model": name, "seed": seed, "candidates": len(result.archive), "search_s": search_s})
         search_front = moprune.pareto_front(result)
@@ -171,6 +172,9 @@ def main():
     parser.add_argument("--max-macs", type=float, default=0.30, help="retrain front points up to this MACs ratio")
     parser.add_argument("--finetune", type=int, default=None,
                         help="SGD steps of fine-tuning in the loop (default: the Evaluator's default)")
+    parser.add_argument("--budget", action="store_true",
+                        help="search under a budget of --max-macs (moprune.search(..., max_macs=...)), as a user "
+                             "who wants the models of this window says so")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
