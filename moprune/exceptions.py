@@ -21,6 +21,10 @@ class ConflictingArgumentsError(MopruneValueError, TypeError):
     """
 
 
+class TrainingDivergedError(MopruneError, FloatingPointError):
+    """Training's loss became non-finite or exploded (usually: the learning rate is too high)."""
+
+
 class DataError(MopruneError):
     """A data file is missing, corrupt or malformed."""
 

@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from moprune.devices import Device, resolve_device
+from moprune.exceptions import TrainingDivergedError
 from moprune.validation import check_choice, check_int, check_real
 
 _OPTIMIZERS = ("sgd", "adam")
@@ -55,6 +56,11 @@ def _make_optimizer(model, optimizer, lr, momentum, weight_decay):
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
+DIVERGENCE_FACTOR = 100.0
+"""Training stops with :class:`~moprune.exceptions.TrainingDivergedError` when a batch's loss is
+not finite or exceeds this multiple of the first batch's (at least 1)."""
+
+
 def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps: Optional[int] = None,
         lr: float = 0.05, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
         weight_decay: float = 5e-4, schedule: str = "cosine", teacher: Optional[nn.Module] = None,
@@ -86,6 +92,9 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
 
     Returns:
         The mean training loss of the last epoch.
+
+    Raises:
+        TrainingDivergedError: The loss became non-finite or exploded (see :data:`DIVERGENCE_FACTOR`).
     """
     check_int("epochs", epochs, low=1)
     check_int("batch_size", batch_size, low=1)
@@ -109,7 +118,7 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
     if teacher is not None:
         teacher.to(device).eval()
     criterion = nn.CrossEntropyLoss()
-    step, last_loss = 0, float("nan")
+    step, last_loss, first_loss = 0, float("nan"), None
     bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
     try:
         for _ in range(epochs):
@@ -127,12 +136,18 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
                     kd = nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), soft,
                                               reduction="batchmean") * temperature ** 2
                     loss = (1 - distill_weight) * loss + distill_weight * kd
+                value = float(loss.detach())
+                first_loss = value if first_loss is None else first_loss
+                if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(first_loss, 1.0):
+                    raise TrainingDivergedError(
+                        f"training diverged at step {step + 1} of {total}: loss {value:.4g} (first batch "
+                        f"{first_loss:.4g}); lower lr (it is {lr})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if sched is not None:
                     sched.step()
-                running += loss.item() * len(y)
+                running += value * len(y)
                 seen += len(y)
                 step += 1
                 bar.update(1)

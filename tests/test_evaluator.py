@@ -139,7 +139,7 @@ def test_nan_loss_while_finetuning_is_a_failure():
     space = NaNSpace(tiny_model())
     ev = Evaluator(VAL, n_samples=None, finetune=2, train_data=TRAIN, num_threads=1)
     record = ev.evaluate(space, _genomes(3, 1))[0]
-    assert record.failed and record.error.startswith("FloatingPointError: fine-tuning loss is nan")
+    assert record.failed and record.error.startswith("TrainingDivergedError: training diverged at step 1")
 
 
 @pytest.mark.parametrize("space_class", [TinySpace, DropoutSpace])

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -105,3 +107,17 @@ def test_crop_augmentation_shifts_digits_without_mirroring_them():
         assert torch.equal(torch.roll(x[0, 0], (dy, dx), dims=(0, 1)), image[0])  # a pure shift, never a mirror
         shifts.add((dy, dx))
     assert len(shifts) > 10  # the shifts vary from image to image
+
+
+@pytest.mark.parametrize("lr", [1e4, 1e30])  # the loss explodes (finite), or overflows to inf / nan
+def test_diverging_training_stops_with_an_error_that_names_the_learning_rate(lr):
+    from moprune.exceptions import MopruneError, TrainingDivergedError
+
+    model = mlp()
+    with pytest.raises(TrainingDivergedError, match="training diverged at step .*lower lr " + re.escape(f"(it is {lr})")) as info:
+        fit(model, blobs(), epochs=20, lr=lr, batch_size=32, weight_decay=0.0,
+            generator=torch.Generator().manual_seed(0), progress=False)
+    assert isinstance(info.value, MopruneError)
+    # a sane rate on the same model and data trains through
+    assert fit(mlp(), blobs(), epochs=1, lr=0.05, batch_size=32, generator=torch.Generator().manual_seed(0),
+               progress=False) < 1.0

@@ -46,7 +46,7 @@ from pymoo.core.termination import Termination
 
 from moprune.algorithms import ALGORITHMS
 from moprune.evaluation.evaluator import plan_seed
-from moprune.exceptions import MopruneError, invalid_value
+from moprune.exceptions import MopruneError, TrainingDivergedError, invalid_value
 from moprune.logging import get_logger
 from moprune.operators.perturbation import PerturbationMutation
 from moprune.problem import bind_problem
@@ -213,9 +213,13 @@ class TwoStep(Algorithm):
             MopruneError: The loss is not finite.
         """
         plan = self.root.space.decode(x)
-        model, loss = self.root.evaluator.finetune_plan(
-            self.root.space, plan, seed=plan_seed(self.retrain_seed, f"two_step/round{self.round}"),
-            steps=self.retrain_steps, lr=self.retrain_lr, batch_size=self.retrain_batch_size, optimizer="sgd")
+        try:
+            model, loss = self.root.evaluator.finetune_plan(
+                self.root.space, plan, seed=plan_seed(self.retrain_seed, f"two_step/round{self.round}"),
+                steps=self.retrain_steps, lr=self.retrain_lr, batch_size=self.retrain_batch_size, optimizer="sgd")
+        except TrainingDivergedError as exc:
+            raise MopruneError(f"two_step: retraining the elite of round {self.round} diverged ({exc}); "
+                               "lower retrain_lr") from exc
         if not math.isfinite(loss):
             raise MopruneError(f"two_step: retraining the elite of round {self.round} gave a loss of {loss}; "
                                "lower retrain_lr")

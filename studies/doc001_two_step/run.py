@@ -78,7 +78,13 @@ def main():
     parser.add_argument("--candidates", type=int, default=4, help="candidates meeting the size targets retrained")
     parser.add_argument("--epochs", type=int, default=10, help="retraining epochs of each candidate")
     parser.add_argument("--lr", type=float, default=0.02, help="retraining learning rate (cosine decay)")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="weight of distillation from the base model while retraining (retrain's distill_weight)")
+    parser.add_argument("--budget", action="store_true",
+                        help="the focused search gets the size targets as its budget (max_params, and max_macs at "
+                             "the conv target: a bound on all MACs, so the conv-MACs filter still applies)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -97,7 +103,9 @@ def main():
         "two_step (nsga2 rounds; error, MACs, params)": dict(
             problem=problem(("error", "macs", "params")), algorithm="two_step",
             options={"n_rounds": args.rounds, "retrain_steps": 100}),
-        "focused (default; error, MACs)": dict(problem=problem(("error", "macs")), algorithm="focused", options={}),
+        "focused (default; error, MACs)": dict(
+            problem=problem(("error", "macs")), algorithm="focused",
+            options={"max_params": MAX_PARAMS, "max_macs": MAX_CONV_MACS} if args.budget else {}),
     }
     candidates, results = [], []
     for name, spec in searches.items():
@@ -110,7 +118,7 @@ def main():
         for row in rows:
             # result.space carries two_step's retrained weights (the original ones for focused)
             done = moprune.retrain((result.space, row["genome"]), data=splits, base_model=base, epochs=args.epochs,
-                                   lr=args.lr, seed=args.seed, augment="crop")
+                                   lr=args.lr, seed=args.seed, augment="crop", distill_weight=args.distill)
             candidates.append({"search": name, "eval": row["eval"], "search_accuracy": row["accuracy"],
                                "val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy,
                                "test_drop_points": 100 * (base_test - done.test_accuracy),
@@ -128,9 +136,10 @@ def main():
     results = pd.DataFrame(results)
     results.insert(1, "base_test_accuracy", base_test)
     results["meets_target"] = (results["test_drop_points"] <= 0.3) if "test_drop_points" in results else False
-    write_csv(pd.DataFrame(candidates), os.path.join(HERE, "candidates.csv"), index=False)
-    write_csv(results, os.path.join(HERE, "results.csv"), index=False)
-    record = write_record(HERE, wall_s=time.perf_counter() - start,
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(pd.DataFrame(candidates), os.path.join(args.out, "candidates.csv"), index=False)
+    write_csv(results, os.path.join(args.out, "results.csv"), index=False)
+    record = write_record(args.out, wall_s=time.perf_counter() - start,
                          extra={"base_test_accuracy": round(base_test, 4), "base_val_accuracy": round(base_val, 4)})
     pd.set_option("display.width", 200)
     print(pd.DataFrame(candidates).drop(columns=["kept"]).round(4).to_string(index=False))
