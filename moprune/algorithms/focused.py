@@ -40,6 +40,7 @@ from moprune.operators.pruning import (
     KeepRatioMutation,
     PlanDuplicateElimination,
     SweepSampling,
+    uniform_costs,
 )
 from moprune.problem import FocusedProblem, bind_problem
 from moprune.validation import check_int, check_pop_size, check_probability, check_real
@@ -190,11 +191,9 @@ class FocusedNSGA2(NSGA2):
             self.eliminate_duplicates.remember(infills)
 
 
-def _largest_uniform_macs(space, limits, n_grid=400):
+def _largest_uniform_macs(space, limits):
     """MACs ratio of the largest uniform keep-ratio model within ``limits`` (cost key -> bound)."""
-    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
-    genomes = space.repair()._do(None, space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1)))
-    cost = space.cost(genomes)
+    grid, cost = uniform_costs(space)
     fits = np.ones(len(grid), dtype=bool)
     for key, limit in limits.items():
         fits &= np.asarray(cost[key], dtype=float) <= limit

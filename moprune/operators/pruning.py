@@ -56,6 +56,17 @@ def _group_sizes(space):
     return np.asarray(sizes, dtype=np.int64)
 
 
+def uniform_costs(space, n_grid=400):
+    """The uniform keep ratios ``k / n_grid`` (k = 1..n_grid) and the cost of their repaired genomes.
+
+    Returns:
+        ``(ratios, cost)``: the ratio grid and ``space.cost`` of its genomes (a dict of arrays).
+    """
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
+    return grid, space.cost(space.repair()._do(None, genomes))
+
+
 def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
     """Uniform keep ratios whose MACs are spread evenly on a log scale.
 
@@ -69,9 +80,8 @@ def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
         A sorted float array of ``n_points`` distinct keep ratios (fewer if the space has fewer
         distinct uniform models).
     """
-    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
-    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
-    macs = np.asarray(space.cost(space.repair()._do(None, genomes))["macs_ratio"], dtype=float)
+    grid, cost = uniform_costs(space, n_grid)
+    macs = np.asarray(cost["macs_ratio"], dtype=float)
     targets = np.geomspace(min_macs, max_macs, n_points)
     chosen = sorted({int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(t)))) for t in targets})
     return grid[chosen]
