@@ -6,9 +6,39 @@ options list the choices) or any :class:`moprune.MopruneError`.
 """
 
 import argparse
+import contextlib
+import signal
 import sys
 
 __all__ = ["build_parser", "main"]
+
+
+@contextlib.contextmanager
+def holding_ctrl_c():
+    """Hold Ctrl-C back while libraries with C++ extensions load, then deliver it.
+
+    A SIGINT whose handler runs inside a pybind11 module's initialisation (torch, matplotlib)
+    escapes as a C++ exception and aborts the interpreter ("terminate called ...", exit -6).
+    Blocked here, it stays pending and becomes an ordinary KeyboardInterrupt once the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _load_libraries():
+    """Import the heavy libraries every command needs, with Ctrl-C held back (see holding_ctrl_c)."""
+    with holding_ctrl_c():
+        import pandas  # noqa: F401
+        import pymoo.core.problem  # noqa: F401
+        import thop  # noqa: F401
+        import torch  # noqa: F401
+        import torch_pruning  # noqa: F401
 
 
 class _Parser(argparse.ArgumentParser):
@@ -194,6 +224,7 @@ def main(argv=None):
     Ctrl-C, at any moment (even while the libraries load), exits with 130 and says what was kept.
     """
     try:
+        _load_libraries()
         from moprune.exceptions import MopruneError
 
         try:

@@ -8,6 +8,7 @@ import os
 import time
 
 from moprune.cli import config as cfg
+from moprune.cli import holding_ctrl_c
 from moprune.exceptions import MopruneError, MopruneValueError, invalid_value
 
 # ----------------------------------------------------------------------------- helpers
@@ -300,10 +301,12 @@ def _print_search_summary(out, result):
 
 # ----------------------------------------------------------------------------- report
 def _mpl():
-    import matplotlib
+    with holding_ctrl_c():
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import seaborn  # noqa: F401  (the plots use it; loaded here so Ctrl-C cannot abort its import)
 
     return plt
 
@@ -413,12 +416,10 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     Returns:
         The frame of :func:`moprune.retrain_front` (retrained validation accuracy in ``accuracy``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
     import torch
+
+    plt = _mpl()
 
     from moprune.data import Splits, subset
     from moprune.io import atomic_path
