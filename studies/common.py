@@ -13,12 +13,15 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 
 import moprune
 from moprune.io import atomic_path
+from moprune.operators.pruning import uniform_genome  # noqa: F401  (re-exported for the studies)
+
+# uniform_genome is what a plain Torch-Pruning user gets at a MACs ratio; the studies retrain it beside the
+# search's models. Before 2026-12-04 the studies had their own copy (grid 0.005..1, without the space's repair).
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,12 +88,3 @@ def save_figure(fig: Any, path: str) -> None:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
-def uniform_genome(space, target_macs: float):
-    """The uniform keep ratio (the same in every layer group) whose MACs are nearest ``target_macs``, as a genome.
-
-    What a plain Torch-Pruning user gets; the studies retrain it beside the search's models at matched MACs.
-    """
-    grid = np.linspace(0.005, 1.0, 400)
-    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
-    macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
-    return genomes[int(np.argmin(np.abs(np.log(macs) - np.log(target_macs))))]

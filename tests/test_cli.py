@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -190,6 +191,12 @@ def test_retrain_front_writes_the_retrained_front(run_a):
     proc = run_cli("retrain", out, "--front", "2", "--min-macs", "0.5", "--max-macs", "0.2", "--quiet")
     assert proc.returncode == 2 and "--min-macs" in proc.stderr and "0.5" in proc.stderr
     assert frame.equals(pd.read_csv(out / "retrained_front.csv", index_col="eval"))  # nothing rewritten
+    proc = run_cli("retrain", out, "--front", "2", "--epochs", "1", "--train-samples", "1000", "--uniform-twins",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    twins = pd.read_csv(out / "retrained_front.csv", index_col="eval")
+    assert set(twins["source"]) <= {"search", "uniform"} and "kept" in proc.stdout
+    assert np.allclose(twins["accuracy"], np.maximum(twins["search_model_accuracy"], twins["uniform_accuracy"]))
 
 
 @pytest.mark.slow

@@ -100,3 +100,46 @@ def test_retrain_augment_changes_training_and_is_checked(searched):
     assert not torch.equal(weights[0], weights[2])  # the shifted batches trained it differently
     with pytest.raises(MopruneValueError, match="augment"):
         moprune.retrain((result.space, row["genome"]), augment="rotate", **options)
+
+
+@pytest.mark.slow
+def test_uniform_twins_keep_the_better_on_validation(searched):
+    data, model, result = searched
+    options = dict(data=data, base_model=model, n_points=3, epochs=1, batch_size=64)
+    plain = retrain_front(result, **options)
+    twins = retrain_front(result, uniform_twins=True, **options)
+    assert list(twins.index) == list(plain.index)
+    # the front point's own retraining is the same as without twins (same seed, same budget)
+    assert np.allclose(twins["search_model_accuracy"], plain["accuracy"])
+    assert np.allclose(twins["accuracy"], np.maximum(twins["search_model_accuracy"], twins["uniform_accuracy"]))
+    for index, row in twins.iterrows():
+        if row["source"] == "uniform":
+            assert row["test_accuracy"] == row["uniform_test_accuracy"]
+            ratios = result.space.group_ratios(np.asarray(row["genome"])[None, :])[0]
+            assert np.ptp(ratios) < 0.05, ratios  # the same fraction in every group (up to rounding)
+        else:
+            assert row["source"] == "search" and row["test_accuracy"] == row["search_model_test_accuracy"]
+            assert np.array_equal(np.asarray(row["genome"]), np.asarray(plain.loc[index, "genome"]))
+        # the twin is the uniform model of the nearest size
+        assert abs(np.log(row["uniform_macs_ratio"]) - np.log(plain.loc[index, "macs_ratio"])) < 0.3
+    with pytest.raises(MopruneValueError, match="uniform_twins"):
+        retrain_front(result, uniform_twins="yes", **options)
+
+
+def test_uniform_genome_keeps_the_same_fraction_everywhere_at_the_nearest_macs(searched):
+    from moprune.operators.pruning import uniform_genome
+
+    space = moprune.ChannelSpace(searched[1], encoding="binary")
+    sizes = np.array([sl.stop - sl.start for sl in space.group_slices])
+    previous = 0.0
+    for target in (0.05, 0.2, 0.5, 1.0):
+        genome = uniform_genome(space, target)
+        kept = space.group_ratios(genome[None, :])[0]
+        ratio = kept[np.argmax(sizes)]  # equal up to one unit, and at least one unit per group
+        assert np.all((np.abs(kept - ratio) <= 1.0 / sizes + 1e-9) | (np.round(kept * sizes) == 1)), kept
+        macs = float(space.cost(genome[None, :])["macs_ratio"][0])
+        assert abs(np.log(macs / target)) < 0.35 and macs >= previous
+        previous = macs
+    assert float(space.cost(uniform_genome(space, 1.0)[None, :])["macs_ratio"][0]) == pytest.approx(1.0)
+    with pytest.raises(MopruneValueError, match="macs_ratio"):
+        uniform_genome(space, 0.0)

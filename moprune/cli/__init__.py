@@ -170,6 +170,9 @@ def build_parser():
                    help="with --front: only front points with at least this MACs ratio (e.g. 0.02)")
     p.add_argument("--max-macs", dest="max_macs", type=float, default=None,
                    help="with --front: only front points with at most this MACs ratio (e.g. 0.3)")
+    p.add_argument("--uniform-twins", dest="uniform_twins", action="store_true",
+                   help="with --front: also retrain each point's uniform-pruning twin (same MACs) and keep "
+                        "the better on validation (twice the retraining)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

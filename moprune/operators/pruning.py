@@ -31,7 +31,7 @@ from moprune.operators.binary import run_progress
 from moprune.validation import check_probability, check_real
 
 __all__ = ["CostCeilingRepair", "GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination",
-           "SweepSampling", "shrink_to_cost", "uniform_sweep"]
+           "SweepSampling", "shrink_to_cost", "uniform_genome", "uniform_sweep"]
 
 
 def _space_of(problem):
@@ -65,6 +65,28 @@ def uniform_costs(space, n_grid=400):
     grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
     genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
     return grid, space.cost(space.repair()._do(None, genomes))
+
+
+def uniform_genome(space, macs_ratio: float, n_grid: int = 400) -> np.ndarray:
+    """The uniform model (the same keep ratio in every group) whose MACs are nearest ``macs_ratio``.
+
+    What a plain Torch-Pruning user gets at that size: the contender :func:`moprune.retrain_front`
+    retrains beside a front point when asked for ``uniform_twins``.
+
+    Args:
+        space: A :class:`moprune.space.Space` with ``genomes_from_ratios``.
+        macs_ratio: Target MACs, a fraction of the base model's, in (0, 1].
+        n_grid: Resolution of the ratio grid.
+
+    Returns:
+        The repaired genome (nearest on a log-MACs scale).
+    """
+    macs_ratio = check_real("macs_ratio", macs_ratio, low=0.0, high=1.0, low_open=True)
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    genomes = space.repair()._do(None, space.genomes_from_ratios(
+        np.repeat(grid[:, None], len(space.group_slices), axis=1)))
+    macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
+    return genomes[int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(macs_ratio))))]
 
 
 def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):

@@ -85,7 +85,7 @@ def run_model(name, splits, args):
         try:
             front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points,
                                           epochs=args.epochs, lr=args.lr, min_macs=args.min_macs,
-                                          max_macs=args.max_macs,
+                                          max_macs=args.max_macs, uniform_twins=args.uniform_twins,
                                           seed=seed, augment=augment)
         except MopruneValueError as error:  # no front point within the filters
             print(f"  seed {seed}: nothing retrained ({error})", flush=True)
@@ -94,15 +94,20 @@ def run_model(name, splits, args):
             rows.append({"model": name, "seed": seed, "method": "moprune", "pair": f"{seed}:{eval_index}",
                          "macs_ratio": row["macs_ratio"], "params_ratio": row["params_ratio"],
                          "search_accuracy": row["search_accuracy"], "val_accuracy": row["accuracy"],
-                         "test_accuracy": row["test_accuracy"]})
-            done = moprune.retrain((space, uniform_genome(space, row["macs_ratio"])), data=splits, base_model=base,
-                                   epochs=args.epochs, lr=args.lr, seed=seed, augment=augment)
+                         "test_accuracy": row["test_accuracy"], "kept": row.get("source", "search")})
+            if args.uniform_twins:  # retrain_front retrained the twin already (same budget, same seed)
+                twin = {"macs_ratio": row["uniform_macs_ratio"], "params_ratio": np.nan,
+                        "val_accuracy": row["uniform_accuracy"], "test_accuracy": row["uniform_test_accuracy"]}
+            else:
+                done = moprune.retrain((space, uniform_genome(space, row["macs_ratio"])), data=splits,
+                                       base_model=base, epochs=args.epochs, lr=args.lr, seed=seed, augment=augment)
+                twin = {"macs_ratio": done.macs_ratio, "params_ratio": done.params_ratio,
+                        "val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy}
             rows.append({"model": name, "seed": seed, "method": "uniform", "pair": f"{seed}:{eval_index}",
-                         "macs_ratio": done.macs_ratio, "params_ratio": done.params_ratio,
-                         "search_accuracy": np.nan, "val_accuracy": done.val_accuracy,
-                         "test_accuracy": done.test_accuracy})
-            print(f"  seed {seed}: {100 * row['macs_ratio']:5.2f}% MACs -> {100 * row['test_accuracy']:.2f}% test; "
-                  f"uniform {100 * done.macs_ratio:5.2f}% -> {100 * done.test_accuracy:.2f}%", flush=True)
+                         "search_accuracy": np.nan, **twin})
+            print(f"  seed {seed}: {100 * row['macs_ratio']:5.2f}% MACs -> {100 * row['test_accuracy']:.2f}% test "
+                  f"({row.get('source', 'search')}); uniform {100 * twin['macs_ratio']:5.2f}% -> "
+                  f"{100 * twin['test_accuracy']:.2f}%", flush=True)
         print(f"  seed {seed}: search {len(result.archive)} candidates in {search_s:.0f} s, "
               f"{len(front)} points and their uniform twins retrained in {time.perf_counter() - t0:.0f} s", flush=True)
     base_row = {"model": name, "base_val_accuracy": base_val, "base_test_accuracy": base_test}
@@ -116,6 +121,8 @@ def paired_table(retrained):
     wide.columns = ["_".join(c for c in col if c) for col in wide.columns]
     wide["test_gain_points"] = 100 * (wide["test_accuracy_moprune"] - wide["test_accuracy_uniform"])
     wide["val_gain_points"] = 100 * (wide["val_accuracy_moprune"] - wide["val_accuracy_uniform"])
+    kept = retrained[retrained["method"] == "moprune"][["model", "seed", "pair", "kept"]]
+    wide = wide.merge(kept, on=["model", "seed", "pair"], how="left")  # which model a uniform_twins point kept
     return wide.sort_values(["model", "seed", "macs_ratio_moprune"])
 
 
@@ -175,6 +182,9 @@ def main():
     parser.add_argument("--budget", action="store_true",
                         help="search under a budget of --max-macs (moprune.search(..., max_macs=...)), as a user "
                              "who wants the models of this window says so")
+    parser.add_argument("--uniform-twins", action="store_true",
+                        help="retrain_front(..., uniform_twins=True): each point keeps the better (on validation) of "
+                             "the search's model and its uniform twin")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
