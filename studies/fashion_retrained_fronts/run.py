@@ -67,7 +67,7 @@ def run_model(name, splits, args):
     print(f"{name}: base {100 * base_val:.2f}% validation, {100 * base_test:.2f}% test; "
           f"{space.n_var} genes ({args.encoding}), retraining augment={augment}", flush=True)
     rows, searches, fronts = [], [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
                                       n_train_samples=5000, seed=seed, num_threads=args.threads,
                                       **({} if args.finetune is None else {"finetune": args.finetune or None}))
@@ -94,7 +94,10 @@ def run_model(name, splits, args):
             rows.append({"model": name, "seed": seed, "method": "moprune", "pair": f"{seed}:{eval_index}",
                          "macs_ratio": row["macs_ratio"], "params_ratio": row["params_ratio"],
                          "search_accuracy": row["search_accuracy"], "val_accuracy": row["accuracy"],
-                         "test_accuracy": row["test_accuracy"], "kept": row.get("source", "search")})
+                         "test_accuracy": row["test_accuracy"], "kept": row.get("source", "search"),
+                         # with --uniform-twins: the search's own model, whichever was kept
+                         "search_model_val_accuracy": row.get("search_model_accuracy", row["accuracy"]),
+                         "search_model_test_accuracy": row.get("search_model_test_accuracy", row["test_accuracy"])})
             if args.uniform_twins:  # retrain_front retrained the twin already (same budget, same seed)
                 twin = {"macs_ratio": row["uniform_macs_ratio"], "params_ratio": np.nan,
                         "val_accuracy": row["uniform_accuracy"], "test_accuracy": row["uniform_test_accuracy"]}
@@ -121,8 +124,10 @@ def paired_table(retrained):
     wide.columns = ["_".join(c for c in col if c) for col in wide.columns]
     wide["test_gain_points"] = 100 * (wide["test_accuracy_moprune"] - wide["test_accuracy_uniform"])
     wide["val_gain_points"] = 100 * (wide["val_accuracy_moprune"] - wide["val_accuracy_uniform"])
-    kept = retrained[retrained["method"] == "moprune"][["model", "seed", "pair", "kept"]]
+    own = ["kept", "search_model_test_accuracy"]
+    kept = retrained[retrained["method"] == "moprune"][["model", "seed", "pair", *own]]
     wide = wide.merge(kept, on=["model", "seed", "pair"], how="left")  # which model a uniform_twins point kept
+    wide["search_model_test_gain_points"] = 100 * (wide["search_model_test_accuracy"] - wide["test_accuracy_uniform"])
     return wide.sort_values(["model", "seed", "macs_ratio_moprune"])
 
 
@@ -142,6 +147,8 @@ def summary_table(paired, bases):
                         "moprune_test_pct": round(100 * band["test_accuracy_moprune"].mean(), 2),
                         "uniform_test_pct": round(100 * band["test_accuracy_uniform"].mean(), 2),
                         "mean_test_gain_points": round(band["test_gain_points"].mean(), 2),
+                        "ties": int((band["test_gain_points"].abs() < 1e-9).sum()),
+                        "search_model_gain_points": round(band["search_model_test_gain_points"].mean(), 2),
                         "base_test_pct": round(100 * base_test, 2)})
     return pd.DataFrame(out)
 
@@ -170,6 +177,7 @@ def main():
     parser.add_argument("--encoding", choices=["binary", "ratio"], default="binary",
                         help="channel genome (binary: ChannelSpace's default)")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--evals", type=int, default=300)
     parser.add_argument("--val-samples", type=int, default=1000)
     parser.add_argument("--points", type=int, default=5, help="front points retrained per seed")
