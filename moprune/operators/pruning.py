@@ -56,15 +56,21 @@ def _group_sizes(space):
     return np.asarray(sizes, dtype=np.int64)
 
 
+def _uniform_genomes(space, n_grid):
+    """The uniform keep ratios ``k / n_grid`` (k = 1..n_grid) and their repaired genomes."""
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
+    return grid, space.repair()._do(None, genomes)
+
+
 def uniform_costs(space, n_grid=400):
     """The uniform keep ratios ``k / n_grid`` (k = 1..n_grid) and the cost of their repaired genomes.
 
     Returns:
         ``(ratios, cost)``: the ratio grid and ``space.cost`` of its genomes (a dict of arrays).
     """
-    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
-    genomes = space.genomes_from_ratios(np.repeat(grid[:, None], len(space.group_slices), axis=1))
-    return grid, space.cost(space.repair()._do(None, genomes))
+    grid, genomes = _uniform_genomes(space, n_grid)
+    return grid, space.cost(genomes)
 
 
 def uniform_genome(space, macs_ratio: float, n_grid: int = 400) -> np.ndarray:
@@ -82,9 +88,7 @@ def uniform_genome(space, macs_ratio: float, n_grid: int = 400) -> np.ndarray:
         The repaired genome (nearest on a log-MACs scale).
     """
     macs_ratio = check_real("macs_ratio", macs_ratio, low=0.0, high=1.0, low_open=True)
-    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
-    genomes = space.repair()._do(None, space.genomes_from_ratios(
-        np.repeat(grid[:, None], len(space.group_slices), axis=1)))
+    _, genomes = _uniform_genomes(space, n_grid)
     macs = np.asarray(space.cost(genomes)["macs_ratio"], dtype=float)
     return genomes[int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(macs_ratio))))]
 
