@@ -281,9 +281,10 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             ``max_macs``, a MACs window: where the search-time accuracy of small models is near
             chance (no fine-tuning in the loop), ``max_drop`` would leave only large models, and
             a window retrains the small ones users want (retraining recovers their accuracy).
-        uniform_twins: Also retrain, beside each chosen point, its uniform twin (the same keep ratio
-            in every group, L1-ranked, at the nearest MACs: what plain Torch-Pruning gives) with the
-            same budget, and keep whichever has the higher retrained *validation* accuracy. Twice
+        uniform_twins: Also retrain, beside each chosen point, its uniform twin (the same keep
+            ratio in every group, most important units first, at the nearest MACs: what plain
+            Torch-Pruning gives) with the same budget, and keep whichever has the higher retrained
+            *validation* accuracy. Twice
             the retraining; the row is then never worse than uniform pruning on validation. Where
             the search's proxy misranks (``resnet8`` on Fashion-MNIST under 15% of the MACs), this
             is what keeps the delivered models at least as good as the trivial baseline.
@@ -337,21 +338,22 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
     chosen = front_points(front, n_points)
     device = resolve_device(device)
     base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)
+
+    def retrain_genome(genome):  # every model gets the same budget
+        return retrain((result.space, genome), data=data, base_model=base_model, epochs=epochs, lr=lr,
+                       distill_weight=distill_weight, seed=seed, progress=progress, device=device, _base=base,
+                       **fit_options)
+
     rows = []
     for index, row in chosen.iterrows():
         genome = np.asarray(row["genome"])
-        done = retrain((result.space, genome), data=data, base_model=base_model, epochs=epochs, lr=lr,
-                       distill_weight=distill_weight, seed=seed, progress=progress, device=device, _base=base,
-                       **fit_options)
+        done = retrain_genome(genome)
         extra = {}
         if uniform_twins:
             from moprune.operators.pruning import uniform_genome
 
             twin_genome = uniform_genome(result.space, float(row["macs_ratio"]))
-            twin = done if np.array_equal(twin_genome, genome) else retrain(
-                (result.space, twin_genome), data=data, base_model=base_model, epochs=epochs, lr=lr,
-                distill_weight=distill_weight, seed=seed, progress=progress, device=device, _base=base,
-                **fit_options)
+            twin = done if np.array_equal(twin_genome, genome) else retrain_genome(twin_genome)
             extra = {"source": "search", "search_model_accuracy": done.val_accuracy,
                      "search_model_test_accuracy": done.test_accuracy, "uniform_accuracy": twin.val_accuracy,
                      "uniform_test_accuracy": twin.test_accuracy, "uniform_macs_ratio": twin.macs_ratio}
