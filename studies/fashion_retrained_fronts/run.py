@@ -97,7 +97,10 @@ def run_model(name, splits, args):
                          "test_accuracy": row["test_accuracy"], "kept": row.get("source", "search"),
                          # with --uniform-twins: the search's own model, whichever was kept
                          "search_model_val_accuracy": row.get("search_model_accuracy", row["accuracy"]),
-                         "search_model_test_accuracy": row.get("search_model_test_accuracy", row["test_accuracy"])})
+                         "search_model_test_accuracy": row.get("search_model_test_accuracy", row["test_accuracy"]),
+                         # per-group keep ratios of the search's own model: which groups it prunes harder
+                         "search_group_ratios": " ".join(f"{r:.3f}" for r in space.group_ratios(
+                             np.asarray(search_front.loc[eval_index, "genome"])[None, :])[0])})
             if args.uniform_twins:  # retrain_front retrained the twin already (same budget, same seed)
                 twin = {"macs_ratio": row["uniform_macs_ratio"], "params_ratio": np.nan,
                         "val_accuracy": row["uniform_accuracy"], "test_accuracy": row["uniform_test_accuracy"]}
