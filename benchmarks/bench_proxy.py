@@ -18,13 +18,18 @@ Two ways to choose the candidates:
   uniform model's and the best one's.
 
 Proxies: no fine-tuning (BatchNorm statistics re-estimated on training images where the model
-has BatchNorm); ``--steps`` SGD fine-tuning steps in the loop (document 000).
+has BatchNorm); ``--steps`` SGD fine-tuning steps in the loop (document 000); ``--retrain-steps``
+short retrainings (the full recipe, cut to that many steps with the cosine schedule spanning
+them, measured on the full validation split): what a retraining race would rank by.
 
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/bench_proxy.py --candidates 16 --out benchmarks/results/bench_proxy.txt
     .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.05 0.15 \\
         --per-level 6 --steps 20 100 --out benchmarks/results/bench_proxy_resnet8_fashion.txt
+    .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.035 0.07 0.15 \\
+        --per-level 8 --steps 20 --retrain-steps 100 200 --epochs 2 --lr 0.01 --threads 2 \\
+        --out benchmarks/results/bench_proxy_resnet8_fashion_race.txt
 """
 
 import argparse
@@ -60,7 +65,7 @@ def at_macs(space, relative, target, iterations=40):
     return best
 
 
-def matched_candidates(space, levels, per_level, rng, sigma=0.5):
+def matched_candidates(space, levels, per_level, rng, sigma):
     """``per_level`` genomes at each MACs level: the uniform ratio first, then random per-group ratios."""
     genomes, level_of = [], []
     n_groups = len(space.group_slices)
@@ -84,7 +89,9 @@ def main(argv=None):
     parser.add_argument("--band", type=float, default=5.0)
     parser.add_argument("--levels", nargs="+", type=float, default=None, help="MACs levels of the matched mode")
     parser.add_argument("--per-level", type=int, default=6)
+    parser.add_argument("--sigma", type=float, default=0.5, help="spread of the log keep ratios around uniform")
     parser.add_argument("--steps", nargs="+", type=int, default=[10, 50])
+    parser.add_argument("--retrain-steps", nargs="*", type=int, default=[], help="short-retraining proxies")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine decay)")
     parser.add_argument("--samples", type=int, default=1000)
@@ -103,7 +110,8 @@ def main(argv=None):
     options = dict(n_samples=args.samples, num_threads=args.threads, train_data=splits.train, n_train_samples=5000,
                    seed=args.seed)
     if args.levels:
-        chosen = matched_candidates(space, args.levels, args.per_level, np.random.default_rng(args.seed))
+        chosen = matched_candidates(space, args.levels, args.per_level, np.random.default_rng(args.seed),
+                                    args.sigma)
         where = (f"{args.per_level} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
                  f"(uniform + random per-layer ratios)")
     else:
@@ -125,6 +133,14 @@ def main(argv=None):
         records = evaluator.evaluate(space, genomes)
         name = f"{steps} fine-tuning steps" if steps else "no fine-tuning"
         proxies[name] = (np.array([r.accuracy for r in records]), (time.perf_counter() - start) / len(records))
+        print(f"{name}: {proxies[name][1]:.2f} s per candidate", flush=True)
+    for steps in args.retrain_steps:
+        start, values = time.perf_counter(), []
+        for genome in chosen["genome"]:
+            values.append(moprune.retrain((space, genome), data=splits, base_model=model, epochs=args.epochs,
+                                          max_steps=steps, lr=args.lr, seed=args.seed, augment=augment).val_accuracy)
+        name = f"retrain {steps} steps"
+        proxies[name] = (np.array(values), (time.perf_counter() - start) / len(values))
         print(f"{name}: {proxies[name][1]:.2f} s per candidate", flush=True)
     retrained = []
     for genome in chosen["genome"]:
@@ -165,6 +181,11 @@ def main(argv=None):
         with open(args.out + ".tmp", "w") as f:
             f.write(text + "\n")
         os.replace(args.out + ".tmp", args.out)
+        table = chosen.drop(columns=["genome"]).assign(  # every candidate, with its per-group keep ratios
+            group_ratios=[" ".join(f"{r:.3f}" for r in space.group_ratios(g[None, :])[0]) for g in chosen["genome"]])
+        csv = os.path.splitext(args.out)[0] + ".csv"
+        table.to_csv(csv + ".tmp", index=False)
+        os.replace(csv + ".tmp", csv)
 
 
 if __name__ == "__main__":

@@ -132,9 +132,9 @@ def _candidate_model(candidate):
 
 def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_model: Optional[nn.Module] = None,
             distill_weight: float = 0.0, temperature: float = 4.0, epochs: int = 10, lr: float = 0.05,
-            batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
-            schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True, eval_batch_size: int = 250,
-            progress: bool = False, device: Device = "auto", augment: Optional[str] = None,
+            max_steps: Optional[int] = None, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
+            weight_decay: float = 5e-4, schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True,
+            eval_batch_size: int = 250, progress: bool = False, device: Device = "auto", augment: Optional[str] = None,
             _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
@@ -151,8 +151,9 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             MACs/params ratios and base accuracies (not modified).
         distill_weight: Weight in [0, 1] of the distillation loss (needs ``base_model``).
         temperature: Distillation temperature.
-        epochs, lr, batch_size, optimizer, momentum, weight_decay, schedule: Passed to
-            :func:`moprune.train.fit`.
+        epochs, lr, max_steps, batch_size, optimizer, momentum, weight_decay, schedule: Passed to
+            :func:`moprune.train.fit` (``max_steps``: stop after that many optimizer steps, the
+            learning-rate schedule spanning them; ``None``: all epochs).
         seed: Seeds the ``torch.Generator`` that shuffles the batches (no global seeding).
         keep_zeros: Weights of Conv/Linear layers that are exactly zero before retraining stay
             zero (masked during training), so unstructured pruning keeps its sparsity; a
@@ -188,8 +189,9 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
     if base_model is not None and distill_weight > 0:
         teacher = copy.deepcopy(base_model).eval()
     with zeros_kept(model) if keep_zeros else contextlib.nullcontext():
-        train_loss = fit(model, data.train, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                         momentum=momentum, weight_decay=weight_decay, schedule=schedule, teacher=teacher,
+        train_loss = fit(model, data.train, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+                         optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                         teacher=teacher,
                          distill_weight=float(distill_weight), temperature=temperature, generator=generator,
                          progress=progress, desc="retrain", device=device, augment=augment)
     test_accuracy = evaluate(model, data.test, batch_size=eval_batch_size, device=device)
@@ -250,7 +252,7 @@ def front_points(front, n_points):
 def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn.Module], n_points: int = 8,
                   epochs: int = 1, lr: float = 0.01, distill_weight: float = 0.0, max_drop: Optional[float] = None,
                   max_macs: Optional[float] = None, min_macs: Optional[float] = None,
-                  uniform_twins: bool = False, out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
+                  uniform_twins: bool = False, race: int = 0, out_dir: Optional[Union[str, os.PathLike]] = None, seed: int = 0,
                   progress: bool = False, device: Device = "auto", **fit_options: Any) -> pd.DataFrame:
     """Retrain points of a search's Pareto front and return the front users get after retraining.
 
@@ -288,6 +290,12 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             the retraining; the row is then never worse than uniform pruning on validation. Where
             the search's proxy misranks (``resnet8`` on Fashion-MNIST under 15% of the MACs), this
             is what keeps the delivered models at least as good as the trivial baseline.
+        race: With ``race >= 2``, a retraining race per point (see :mod:`moprune.race`): ``race``
+            contenders of about its MACs (the point, the search's most accurate other candidates
+            just below its MACs, random allocations around uniform) are retrained briefly and
+            halved until one is left (each round costs about one retraining), and the survivor
+            meets the uniform twin at the full budget; the better on validation is kept (implies
+            ``uniform_twins``). About ``2 + log2(race)`` retrainings per point. ``0``: no race.
         out_dir: Export every retrained model there as ``front_<eval>.pt`` (``None``: no files);
             with ``uniform_twins``, the kept one of the two.
         seed: Seed of every retraining.
@@ -303,7 +311,11 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         ``params``, ``params_ratio``, ``genome``, ``path``; with ``uniform_twins`` also ``source``
         (``"search"`` or ``"uniform"``: which of the two the row's model is), ``search_model_accuracy``
         and ``search_model_test_accuracy`` (the front point's own retrained numbers) and
-        ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio`` (its twin's);
+        ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio`` (its twin's); with
+        ``race`` the search side's finalist is the race's winner, ``source`` may also be
+        ``"search_neighbor"`` or ``"random"`` (see :func:`moprune.race.race_contenders`), and
+        ``race_contenders`` counts them, ``finalist_source`` says where the winner came from;
+        ``attrs["race_rounds"]`` lists every short retraining;
         ``attrs`` hold ``base_val_accuracy``, ``base_test_accuracy`` and ``objectives`` (error, macs).
 
     Raises:
@@ -325,6 +337,10 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
     if min_macs is not None and max_macs is not None and min_macs > max_macs:
         raise invalid_value("min_macs", f"a MACs ratio at most max_macs={max_macs}", min_macs)
     uniform_twins = check_bool("uniform_twins", uniform_twins)
+    race = check_int("race", race, low=0)
+    if race == 1:
+        raise invalid_value("race", "0 (no race) or at least 2 contenders", race)
+    uniform_twins = uniform_twins or race >= 2
     front = pareto_front(result)
     if max_drop is not None:
         front = front[front["accuracy_drop"] <= max_drop + 1e-9]
@@ -344,17 +360,35 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
                        distill_weight=distill_weight, seed=seed, progress=progress, device=device, _base=base,
                        **fit_options)
 
+    history = None
+    if race:
+        from moprune.results import to_frame
+
+        history = to_frame(result)
+    race_rounds = []
     rows = []
     for index, row in chosen.iterrows():
         genome = np.asarray(row["genome"])
+        source, extra = "search", {}
+        if race:
+            from moprune.race import race_contenders, successive_halving
+
+            contenders = race_contenders(result.space, genome, race, history=history, seed=seed + int(index))
+            options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
+            steps_per_epoch = math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
+            budget = fit_options.get("max_steps") or epochs * steps_per_epoch
+            winner, rounds = successive_halving(result.space, contenders, data=data, budget_steps=budget, seed=seed,
+                                                device=device, lr=lr, **options)
+            race_rounds.extend({"eval": index, **r} for r in rounds.to_dict("records"))
+            source, genome = contenders[winner]
+            extra.update(race_contenders=len(contenders), finalist_source=source)
         done = retrain_genome(genome)
-        extra = {}
         if uniform_twins:
             from moprune.operators.pruning import uniform_genome
 
             twin_genome = uniform_genome(result.space, float(row["macs_ratio"]))
             twin = done if np.array_equal(twin_genome, genome) else retrain_genome(twin_genome)
-            extra = {"source": "search", "search_model_accuracy": done.val_accuracy,
+            extra = {**extra, "source": source, "search_model_accuracy": done.val_accuracy,
                      "search_model_test_accuracy": done.test_accuracy, "uniform_accuracy": twin.val_accuracy,
                      "uniform_test_accuracy": twin.test_accuracy, "uniform_macs_ratio": twin.macs_ratio}
             if twin.val_accuracy > done.val_accuracy:
@@ -390,4 +424,6 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
     frame = pd.DataFrame(rows).set_index("eval")
     frame.attrs.update({"base_val_accuracy": base[2], "base_test_accuracy": base[3],
                         "objectives": ["error", "macs"], "algorithm": result.algorithm, "seed": result.seed})
+    if race:
+        frame.attrs["race_rounds"] = race_rounds
     return frame

@@ -197,6 +197,14 @@ def test_retrain_front_writes_the_retrained_front(run_a):
     twins = pd.read_csv(out / "retrained_front.csv", index_col="eval")
     assert set(twins["source"]) <= {"search", "uniform"} and "kept" in proc.stdout
     assert np.allclose(twins["accuracy"], np.maximum(twins["search_model_accuracy"], twins["uniform_accuracy"]))
+    proc = run_cli("retrain", out, "--front", "2", "--race", "1", "--quiet")
+    assert proc.returncode == 2 and "--race" in proc.stderr and "at least 2" in proc.stderr
+    proc = run_cli("retrain", out, "--front", "1", "--epochs", "1", "--train-samples", "1000", "--race", "2",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    raced = pd.read_csv(out / "retrained_front.csv", index_col="eval")
+    assert (raced["race_contenders"] == 2).all() and "kept" in proc.stdout
+    assert set(raced["finalist_source"]) <= {"search", "search_neighbor", "random"}
 
 
 @pytest.mark.slow

@@ -143,3 +143,83 @@ def test_uniform_genome_keeps_the_same_fraction_everywhere_at_the_nearest_macs(s
     assert float(space.cost(uniform_genome(space, 1.0)[None, :])["macs_ratio"][0]) == pytest.approx(1.0)
     with pytest.raises(MopruneValueError, match="macs_ratio"):
         uniform_genome(space, 0.0)
+
+
+def test_allocation_genome_shares_the_budget_as_asked_at_the_target_macs(searched):
+    from moprune.operators.pruning import allocation_genome
+
+    space = moprune.ChannelSpace(searched[1], encoding="binary")
+    n_groups = len(space.group_slices)
+    for target in (0.1, 0.3):
+        even = allocation_genome(space, np.ones(n_groups), target)
+        skewed = allocation_genome(space, np.r_[np.ones(n_groups - 1), 4.0], target)
+        for genome in (even, skewed):
+            assert abs(np.log(float(space.cost(genome[None, :])["macs_ratio"][0]) / target)) < 0.35
+        even_ratios, skewed_ratios = space.group_ratios(np.stack([even, skewed]))
+        # the last group gets a larger share of the same budget, the others a smaller one
+        assert skewed_ratios[-1] > even_ratios[-1] and skewed_ratios[:-1].mean() < even_ratios[:-1].mean()
+    with pytest.raises(MopruneValueError, match="relative"):
+        allocation_genome(space, np.zeros(n_groups), 0.1)
+
+
+def test_race_contenders_are_the_point_then_its_best_neighbors_then_random_allocations(searched):
+    from moprune.race import race_contenders
+
+    data, model, result = searched
+    history = moprune.to_frame(result)
+    point = moprune.pareto_front(result).sort_values("macs_ratio").iloc[-1]
+    macs = float(point["macs_ratio"])
+    contenders = race_contenders(result.space, point["genome"], 6, history=history, tolerance=0.5, seed=0)
+    assert len(contenders) == 6 and contenders[0][0] == "search"
+    assert np.array_equal(contenders[0][1], np.asarray(point["genome"]))
+    sources = [s for s, _ in contenders]
+    assert sources == sorted(sources, key=["search", "search_neighbor", "random"].index)
+    near = history[(history["macs_ratio"] <= macs + 1e-12) & (history["macs_ratio"] >= 0.5 * macs)]
+    neighbors = [g for s, g in contenders if s == "search_neighbor"]
+    accuracies = [float(near.loc[[np.array_equal(np.asarray(x), g) for x in near["genome"]], "accuracy"].iloc[0])
+                  for g in neighbors]
+    assert accuracies == sorted(accuracies, reverse=True)  # the search's most accurate first
+    for source, genome in contenders:
+        genome_macs = float(result.space.cost(genome[None, :])["macs_ratio"][0])
+        assert genome_macs <= macs + 1e-9 if source == "search_neighbor" else abs(np.log(genome_macs / macs)) < 0.35
+    assert len({g.tobytes() for _, g in contenders}) == 6
+    again = race_contenders(result.space, point["genome"], 6, history=history, tolerance=0.5, seed=0)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(contenders, again))
+    with pytest.raises(MopruneValueError, match="tolerance"):
+        race_contenders(result.space, point["genome"], 3, tolerance=1.0)
+
+
+@pytest.mark.slow
+def test_successive_halving_keeps_the_better_half_each_round(searched):
+    from moprune.race import race_contenders, successive_halving
+
+    data, model, result = searched
+    point = moprune.pareto_front(result).sort_values("macs_ratio").iloc[-1]
+    contenders = race_contenders(result.space, point["genome"], 4, seed=1)
+    winner, rounds = successive_halving(result.space, contenders, data=data, budget_steps=8, batch_size=64, lr=0.01)
+    assert list(rounds.groupby("round")["contender"].count()) == [4, 2]
+    assert list(rounds.groupby("round")["steps"].first()) == [2, 4]  # each round about one budget
+    first = rounds[rounds["round"] == 0].sort_values(["val_accuracy", "contender"], ascending=[False, True])
+    assert set(rounds[rounds["round"] == 1]["contender"]) == set(first["contender"].iloc[:2])
+    last = rounds[rounds["round"] == 1]
+    assert winner == int(last.sort_values(["val_accuracy", "contender"], ascending=[False, True])["contender"].iloc[0])
+    again, _ = successive_halving(result.space, contenders, data=data, budget_steps=8, batch_size=64, lr=0.01)
+    assert again == winner
+
+
+@pytest.mark.slow
+def test_retrain_front_race_keeps_the_better_of_the_winner_and_the_uniform_twin(searched):
+    data, model, result = searched
+    options = dict(data=data, base_model=model, n_points=2, epochs=1, batch_size=64)
+    raced = retrain_front(result, race=4, **options)
+    assert (raced["race_contenders"] == 4).all()
+    assert set(raced["source"]) <= {"search", "search_neighbor", "random", "uniform"}
+    assert np.allclose(raced["accuracy"], np.maximum(raced["search_model_accuracy"], raced["uniform_accuracy"]))
+    rounds = pd.DataFrame(raced.attrs["race_rounds"])
+    assert set(rounds["eval"]) == set(raced.index)
+    budget = int(np.ceil(len(data.train) / 64))
+    for _, point_rounds in rounds.groupby("eval"):  # two halving rounds of about one budget each
+        assert list(point_rounds.groupby("round")["contender"].count()) == [4, 2]
+        assert abs((point_rounds["steps"]).sum() - 2 * budget) <= 4
+    with pytest.raises(MopruneValueError, match="race"):
+        retrain_front(result, race=1, **options)

@@ -173,6 +173,10 @@ def build_parser():
     p.add_argument("--uniform-twins", dest="uniform_twins", action="store_true",
                    help="with --front: also retrain each point's uniform-pruning twin (same MACs) and keep "
                         "the better on validation (twice the retraining)")
+    p.add_argument("--race", type=int, default=0, metavar="K",
+                   help="with --front: race K contenders of each point's size by short retrainings (successive "
+                        "halving), then the winner against the uniform twin at the full budget (about 2 + log2 K "
+                        "retrainings per point; implies --uniform-twins)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

@@ -410,7 +410,7 @@ RETRAINED_FRONT = "retrained_front"
 
 
 def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, min_macs=None, lr=0.05, seed=0,
-                         train_samples=None, uniform_twins=False, quiet=False, device="auto"):
+                         train_samples=None, uniform_twins=False, race=0, quiet=False, device="auto"):
     """Retrain ``n_points`` of run ``path``'s front; write ``retrained_front.csv``/``.png`` and ``front/*.pt``.
 
     Returns:
@@ -429,6 +429,9 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     from moprune.validation import check_int, check_real
 
     n_points = check_int("--front", n_points, low=1)
+    race = check_int("--race", race, low=0)
+    if race == 1:
+        raise invalid_value("--race", "0 (no race) or at least 2 contenders", race)
     min_macs = check_real("--min-macs", min_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
     max_macs = check_real("--max-macs", max_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
     if min_macs is not None and max_macs is not None and min_macs > max_macs:
@@ -442,7 +445,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
                              generator=torch.Generator().manual_seed(seed)), data.val, data.test)
     frame = retrain_front(result, data=data, base_model=model, n_points=n_points, epochs=epochs, lr=lr, seed=seed,
                           max_drop=max_drop, max_macs=max_macs, min_macs=min_macs, uniform_twins=uniform_twins,
-                          out_dir=os.path.join(path, "front"),
+                          race=race, out_dir=os.path.join(path, "front"),
                           progress=not quiet, device=device)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
         frame.drop(columns=["genome"]).to_csv(tmp)
@@ -459,7 +462,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
         "retrained val %": (100 * frame["accuracy"]).round(2),
         "test %": (100 * frame["test_accuracy"]).round(2),
     }, index=frame.index)
-    if uniform_twins:
+    if uniform_twins or race:
         table["uniform val %"] = (100 * frame["uniform_accuracy"]).round(2)
         table["kept"] = frame["source"]
     _print_table(table)
@@ -479,7 +482,8 @@ def cmd_retrain(args):
     if getattr(args, "front", None) is not None:
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
                              min_macs=args.min_macs, max_macs=args.max_macs, train_samples=args.train_samples,
-                             uniform_twins=args.uniform_twins, quiet=args.quiet, device=args.device)
+                             uniform_twins=args.uniform_twins, race=args.race, quiet=args.quiet,
+                             device=args.device)
         return 0
     retrain_picked(args.run, args, epochs=args.epochs, train_samples=args.train_samples, lr=args.lr,
                    seed=args.seed, output=args.output, quiet=args.quiet, device=args.device)

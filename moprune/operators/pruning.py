@@ -93,6 +93,41 @@ def uniform_genome(space, macs_ratio: float, n_grid: int = 400) -> np.ndarray:
     return genomes[int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(macs_ratio))))]
 
 
+def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40) -> np.ndarray:
+    """The genome keeping ``c * relative[g]`` of every group ``g`` whose MACs are nearest ``macs_ratio``.
+
+    ``relative`` says how the groups share the budget (all ones: the uniform model); the common
+    factor ``c`` is bisected so that the repaired genome's MACs ratio is nearest the target on a
+    log scale. Keep ratios are clipped to [0.01, 1]; units are kept most important first.
+
+    Args:
+        space: A :class:`moprune.space.Space` with ``genomes_from_ratios``.
+        relative: Positive per-group weights, one per group.
+        macs_ratio: Target MACs, a fraction of the base model's, in (0, 1].
+        n_steps: Bisection steps.
+
+    Returns:
+        The repaired genome.
+    """
+    macs_ratio = check_real("macs_ratio", macs_ratio, low=0.0, high=1.0, low_open=True)
+    relative = np.asarray(relative, dtype=float)
+    if relative.shape != (len(space.group_slices),) or not np.isfinite(relative).all() or relative.min() <= 0:
+        raise invalid_value("relative", f"{len(space.group_slices)} positive finite per-group weights",
+                            f"array of shape {relative.shape}")
+    repair = space.repair()
+    low, high = 0.0, 1.0 / max(float(relative.min()), 1e-6)
+    best, best_gap = None, np.inf
+    for _ in range(n_steps):  # MACs grow with c
+        c = (low + high) / 2
+        genome = repair._do(None, space.genomes_from_ratios(np.clip(c * relative, 0.01, 1.0)[None, :]))[0]
+        macs = float(space.cost(genome[None, :])["macs_ratio"][0])
+        gap = abs(np.log(max(macs, 1e-12) / macs_ratio))
+        if gap < best_gap:
+            best, best_gap = genome, gap
+        low, high = (c, high) if macs < macs_ratio else (low, c)
+    return best
+
+
 def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
     """Uniform keep ratios whose MACs are spread evenly on a log scale.
 

@@ -86,7 +86,7 @@ def run_model(name, splits, args):
             front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points,
                                           epochs=args.epochs, lr=args.lr, min_macs=args.min_macs,
                                           max_macs=args.max_macs, uniform_twins=args.uniform_twins,
-                                          seed=seed, augment=augment)
+                                          race=args.race, seed=seed, augment=augment)
         except MopruneValueError as error:  # no front point within the filters
             print(f"  seed {seed}: nothing retrained ({error})", flush=True)
             continue
@@ -100,8 +100,12 @@ def run_model(name, splits, args):
                          "search_model_test_accuracy": row.get("search_model_test_accuracy", row["test_accuracy"]),
                          # per-group keep ratios of the search's own model: which groups it prunes harder
                          "search_group_ratios": " ".join(f"{r:.3f}" for r in space.group_ratios(
-                             np.asarray(search_front.loc[eval_index, "genome"])[None, :])[0])})
-            if args.uniform_twins:  # retrain_front retrained the twin already (same budget, same seed)
+                             np.asarray(search_front.loc[eval_index, "genome"])[None, :])[0]),
+                         # with --race: where the race's winner came from, and the kept model's keep ratios
+                         "finalist_source": row.get("finalist_source", "search"),
+                         "kept_group_ratios": " ".join(f"{r:.3f}" for r in space.group_ratios(
+                             np.asarray(row["genome"])[None, :])[0])})
+            if args.uniform_twins or args.race:  # retrain_front retrained the twin already (same budget, same seed)
                 twin = {"macs_ratio": row["uniform_macs_ratio"], "params_ratio": np.nan,
                         "val_accuracy": row["uniform_accuracy"], "test_accuracy": row["uniform_test_accuracy"]}
             else:
@@ -196,6 +200,9 @@ def main():
     parser.add_argument("--uniform-twins", action="store_true",
                         help="retrain_front(..., uniform_twins=True): each point keeps the better (on validation) of "
                              "the search's model and its uniform twin")
+    parser.add_argument("--race", type=int, default=0, metavar="K",
+                        help="retrain_front(..., race=K): K contenders of each point's size raced by short "
+                             "retrainings, the winner against the uniform twin (implies --uniform-twins)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
