@@ -28,19 +28,23 @@ RACE_SIGMA = 0.35
 
 
 def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.DataFrame] = None,
-                    tolerance: float = 0.10, sigma: float = RACE_SIGMA, seed: int = 0) -> List[Tuple[str, np.ndarray]]:
+                    macs_ratio: Optional[float] = None, tolerance: float = 0.10, sigma: float = RACE_SIGMA,
+                    seed: int = 0) -> List[Tuple[str, np.ndarray]]:
     """Up to ``n`` genomes of about the MACs of ``genome`` to race against each other.
 
     In this order: ``genome`` itself (``"search"``); the search's most accurate other candidates
-    whose MACs are at most ``genome``'s and within ``tolerance`` below it (``"search_neighbor"``,
+    whose MACs are at most ``macs_ratio`` and within ``tolerance`` below it (``"search_neighbor"``,
     one per distinct plan); then random allocations (``"random"``): per-group keep ratios drawn
-    log-normally around the uniform one (spread ``sigma``) and rescaled to the same MACs.
+    log-normally around the uniform one (spread ``sigma``) and rescaled to ``macs_ratio``.
 
     Args:
         space: The search's :class:`moprune.space.Space`.
         genome: The front point's genome.
         n: How many contenders, at least 1.
         history: Every evaluated candidate (:func:`moprune.to_frame` of the search), or ``None``.
+        macs_ratio: The size the other contenders keep to (``None``: ``genome``'s MACs ratio);
+            :func:`moprune.retrain_front` passes the smaller of the point's and its uniform twin's,
+            so that no contender but the point itself is larger than the twin it meets.
         tolerance: Relative MACs window of the neighbors, in [0, 1).
         sigma: Spread of the random allocations (log keep ratio), > 0.
         seed: Seeds the random allocations.
@@ -54,7 +58,8 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
     tolerance = check_real("tolerance", tolerance, low=0, high=1, high_open=True)
     sigma = check_real("sigma", sigma, low=0, low_open=True)
     genome = np.asarray(genome)
-    macs = float(space.cost(genome[None, :])["macs_ratio"][0])
+    macs = float(space.cost(genome[None, :])["macs_ratio"][0]) if macs_ratio is None else \
+        check_real("macs_ratio", macs_ratio, low=0, high=1, low_open=True)
     chosen: List[Tuple[str, np.ndarray]] = [("search", genome)]
     seen_bytes = {genome.tobytes()}
     if history is not None and len(chosen) < n:

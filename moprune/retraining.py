@@ -370,10 +370,16 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
     for index, row in chosen.iterrows():
         genome = np.asarray(row["genome"])
         source, extra = "search", {}
+        if uniform_twins:
+            from moprune.operators.pruning import uniform_genome
+
+            twin_genome = uniform_genome(result.space, float(row["macs_ratio"]))
         if race:
             from moprune.race import race_contenders, successive_halving
 
-            contenders = race_contenders(result.space, genome, race, history=history, seed=seed + int(index))
+            twin_macs = float(result.space.cost(twin_genome[None, :])["macs_ratio"][0])
+            contenders = race_contenders(result.space, genome, race, history=history, seed=seed + int(index),
+                                         macs_ratio=min(float(row["macs_ratio"]), twin_macs))
             options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
             steps_per_epoch = math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
             budget = fit_options.get("max_steps") or epochs * steps_per_epoch
@@ -384,9 +390,6 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             extra.update(race_contenders=len(contenders), finalist_source=source)
         done = retrain_genome(genome)
         if uniform_twins:
-            from moprune.operators.pruning import uniform_genome
-
-            twin_genome = uniform_genome(result.space, float(row["macs_ratio"]))
             twin = done if np.array_equal(twin_genome, genome) else retrain_genome(twin_genome)
             extra = {**extra, "source": source, "search_model_accuracy": done.val_accuracy,
                      "search_model_test_accuracy": done.test_accuracy, "uniform_accuracy": twin.val_accuracy,
