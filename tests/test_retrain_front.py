@@ -185,8 +185,15 @@ def test_race_contenders_are_the_point_then_its_best_neighbors_then_random_alloc
     assert len({g.tobytes() for _, g in contenders}) == 6
     again = race_contenders(result.space, point["genome"], 6, history=history, tolerance=0.5, seed=0)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(contenders, again))
+    smaller = race_contenders(result.space, point["genome"], 4, history=history, macs_ratio=0.8 * macs, seed=0)
+    for source, genome in smaller[1:]:  # the others keep to the size asked for
+        genome_macs = float(result.space.cost(genome[None, :])["macs_ratio"][0])
+        assert genome_macs <= 0.8 * macs + 1e-9 if source == "search_neighbor" else \
+            abs(np.log(genome_macs / (0.8 * macs))) < 0.35
     with pytest.raises(MopruneValueError, match="tolerance"):
         race_contenders(result.space, point["genome"], 3, tolerance=1.0)
+    with pytest.raises(MopruneValueError, match="macs_ratio"):
+        race_contenders(result.space, point["genome"], 3, macs_ratio=0.0)
 
 
 @pytest.mark.slow
