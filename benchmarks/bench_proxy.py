@@ -30,6 +30,9 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.035 0.07 0.15 \\
         --per-level 8 --steps 20 --retrain-steps 100 200 --epochs 2 --lr 0.01 --threads 2 \\
         --out benchmarks/results/bench_proxy_resnet8_fashion_race.txt
+    .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.035 0.07 0.15 \\
+        --per-level 1 --tilts 0.15 0.3 0.5 --steps --epochs 2 --lr 0.01 --threads 2 \\
+        --out benchmarks/results/bench_proxy_resnet8_fashion_tilt.txt
 """
 
 import argparse
@@ -43,6 +46,7 @@ import torch
 
 import moprune
 from moprune.models.baselines import baseline_recipe
+from moprune.operators.pruning import tilted_allocation
 from moprune.retraining import front_points
 
 
@@ -65,16 +69,26 @@ def at_macs(space, relative, target, iterations=40):
     return best
 
 
-def matched_candidates(space, levels, per_level, rng, sigma):
-    """``per_level`` genomes at each MACs level: the uniform ratio first, then random per-group ratios."""
-    genomes, level_of = [], []
+def matched_candidates(space, levels, per_level, rng, sigma, tilts=()):
+    """At each MACs level: the uniform ratio, the ``tilts`` (parameter-tilted allocations), then random ones.
+
+    ``per_level`` counts the uniform and the random candidates.
+    """
+    genomes, level_of, kinds = [], [], []
     n_groups = len(space.group_slices)
     for level in levels:
         for k in range(per_level):
             relative = np.ones(n_groups) if k == 0 else np.exp(rng.normal(0.0, sigma, n_groups))
             genomes.append(at_macs(space, relative, level))
             level_of.append(level)
-    frame = pd.DataFrame({"level": level_of, "uniform": [k == 0 for _ in levels for k in range(per_level)]})
+            kinds.append("uniform" if k == 0 else "random")
+            if k == 0:
+                for tilt in tilts:
+                    genomes.append(tilted_allocation(space, level, tilt))
+                    level_of.append(level)
+                    kinds.append(f"tilt {tilt:g}")
+    frame = pd.DataFrame({"level": level_of, "kind": kinds})
+    frame["uniform"] = frame["kind"] == "uniform"
     frame["genome"] = genomes
     frame["macs_ratio"] = space.cost(np.stack(genomes))["macs_ratio"]
     return frame
@@ -90,7 +104,9 @@ def main(argv=None):
     parser.add_argument("--levels", nargs="+", type=float, default=None, help="MACs levels of the matched mode")
     parser.add_argument("--per-level", type=int, default=6)
     parser.add_argument("--sigma", type=float, default=0.5, help="spread of the log keep ratios around uniform")
-    parser.add_argument("--steps", nargs="+", type=int, default=[10, 50])
+    parser.add_argument("--steps", nargs="*", type=int, default=[10, 50])
+    parser.add_argument("--tilts", nargs="*", type=float, default=[],
+                        help="matched mode: parameter-tilted allocations (moprune.operators.pruning.tilted_allocation)")
     parser.add_argument("--retrain-steps", nargs="*", type=int, default=[], help="short-retraining proxies")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine decay)")
@@ -111,9 +127,9 @@ def main(argv=None):
                    seed=args.seed)
     if args.levels:
         chosen = matched_candidates(space, args.levels, args.per_level, np.random.default_rng(args.seed),
-                                    args.sigma)
-        where = (f"{args.per_level} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
-                 f"(uniform + random per-layer ratios)")
+                                    args.sigma, args.tilts)
+        where = (f"{args.per_level + len(args.tilts)} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
+                 f"(uniform, tilts {args.tilts}, random per-layer ratios)")
     else:
         problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, **options, finetune=None))
         frame = moprune.to_frame(moprune.search(problem, n_evals=args.evals, seed=args.seed))
@@ -170,6 +186,16 @@ def main(argv=None):
                 detail.append(f"{100 * level:g}%: {100 * pick:.2f}/{100 * uniform:.2f}/{100 * group['retrained'].max():.2f}")
             lines.append(f"{name:24s} {np.nanmean(within):20.3f} {100 * np.mean(picks):17.2f} {seconds:16.3f}   "
                          + "; ".join(detail))
+        if args.tilts:  # what each kind of allocation retrains to, level by level
+            lines += ["", "retrained validation % by allocation (per level; random: best / mean of them)"]
+            for kind, group in chosen.groupby("kind", sort=False):
+                per = group.groupby("level")["retrained"]
+                cells = [f"{100 * lv:g}%: {100 * per.max()[lv]:.2f}" + (f"/{100 * per.mean()[lv]:.2f}"
+                                                                         if kind == "random" else "")
+                         for lv in per.max().index]
+                gain = (group.groupby("level")["retrained"].mean()
+                        - chosen[chosen["uniform"]].set_index("level")["retrained"]).mean()
+                lines.append(f"{kind:10s} " + "; ".join(cells) + f"   mean gain over uniform {100 * gain:+.2f} points")
     else:
         lines.append(f"{'proxy':28s} {'Spearman vs retrained':>22s} {'s per candidate':>16s}")
         for name, (values, seconds) in proxies.items():

@@ -9,7 +9,7 @@ retraining budget. :func:`moprune.retrain_front` runs one per front point when a
 """
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,18 @@ _log = get_logger(__name__)
 RACE_SIGMA = 0.35
 """Spread (standard deviation of the log keep ratio) of the random allocations around uniform."""
 
+RACE_TILTS = (0.3, 0.5)
+"""Tilts of the parameter-tilted contenders (:func:`moprune.operators.pruning.tilted_allocation`)."""
+
 
 def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.DataFrame] = None,
                     macs_ratio: Optional[float] = None, tolerance: float = 0.10, sigma: float = RACE_SIGMA,
-                    seed: int = 0) -> List[Tuple[str, np.ndarray]]:
+                    tilts: Sequence[float] = RACE_TILTS, seed: int = 0) -> List[Tuple[str, np.ndarray]]:
     """Up to ``n`` genomes of about the MACs of ``genome`` to race against each other.
 
-    In this order: ``genome`` itself (``"search"``); the search's most accurate other candidates
+    In this order: ``genome`` itself (``"search"``); parameter-tilted allocations of
+    ``macs_ratio`` (``"params_tilt"``, one per tilt: the budget moved towards the groups that hold
+    many parameters per MAC, which at equal MACs tend to retrain better); the search's most accurate other candidates
     whose MACs are at most ``macs_ratio`` and within ``tolerance`` below it (``"search_neighbor"``,
     one per distinct plan); then random allocations (``"random"``): per-group keep ratios drawn
     log-normally around the uniform one (spread ``sigma``) and rescaled to ``macs_ratio``.
@@ -47,12 +52,13 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
             so that no contender but the point itself is larger than the twin it meets.
         tolerance: Relative MACs window of the neighbors, in [0, 1).
         sigma: Spread of the random allocations (log keep ratio), > 0.
+        tilts: Tilts of the parameter-tilted contenders (``()``: none).
         seed: Seeds the random allocations.
 
     Returns:
         ``(source, genome)`` pairs, the front point first.
     """
-    from moprune.operators.pruning import allocation_genome
+    from moprune.operators.pruning import allocation_genome, tilted_allocation
 
     n = check_int("n", n, low=1)
     tolerance = check_real("tolerance", tolerance, low=0, high=1, high_open=True)
@@ -62,6 +68,13 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
         check_real("macs_ratio", macs_ratio, low=0, high=1, low_open=True)
     chosen: List[Tuple[str, np.ndarray]] = [("search", genome)]
     seen_bytes = {genome.tobytes()}
+    for tilt in tilts:
+        if len(chosen) >= n:
+            break
+        other = tilted_allocation(space, macs, tilt)
+        if other.tobytes() not in seen_bytes:
+            seen_bytes.add(other.tobytes())
+            chosen.append(("params_tilt", other))
     if history is not None and len(chosen) < n:
         near = history[history["error_message"].isna() & (history["macs_ratio"] <= macs * (1 + 1e-9))
                        & (history["macs_ratio"] >= macs * (1 - tolerance))]

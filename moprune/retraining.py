@@ -291,8 +291,8 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             the search's proxy misranks (``resnet8`` on Fashion-MNIST under 15% of the MACs), this
             is what keeps the delivered models at least as good as the trivial baseline.
         race: With ``race >= 2``, a retraining race per point (see :mod:`moprune.race`): ``race``
-            contenders of about its MACs (the point, the search's most accurate other candidates
-            just below its MACs, random allocations around uniform) are retrained briefly and
+            contenders of about its MACs (the point, parameter-tilted allocations, the search's most
+            accurate other candidates just below its MACs, random allocations around uniform) are retrained briefly and
             halved until one is left (each round costs about one retraining), and the survivor
             meets the uniform twin at the full budget; the better on validation is kept (implies
             ``uniform_twins``). About ``2 + log2(race)`` retrainings per point. ``0``: no race.
@@ -313,7 +313,7 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         and ``search_model_test_accuracy`` (the front point's own retrained numbers) and
         ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio`` (its twin's); with
         ``race`` the search side's finalist is the race's winner, ``source`` may also be
-        ``"search_neighbor"`` or ``"random"`` (see :func:`moprune.race.race_contenders`), and
+        ``"params_tilt"``, ``"search_neighbor"`` or ``"random"`` (see :func:`moprune.race.race_contenders`), and
         ``race_contenders`` counts them, ``finalist_source`` says where the winner came from;
         ``attrs["race_rounds"]`` lists every short retraining;
         ``attrs`` hold ``base_val_accuracy``, ``base_test_accuracy`` and ``objectives`` (error, macs).

@@ -162,7 +162,26 @@ def test_allocation_genome_shares_the_budget_as_asked_at_the_target_macs(searche
         allocation_genome(space, np.zeros(n_groups), 0.1)
 
 
-def test_race_contenders_are_the_point_then_its_best_neighbors_then_random_allocations(searched):
+def test_tilted_allocation_keeps_more_parameters_at_the_same_macs(searched):
+    from moprune.operators.pruning import params_per_macs, tilted_allocation, uniform_genome
+
+    space = moprune.ChannelSpace(searched[1], encoding="binary")
+    for target in (0.1, 0.3):
+        weights = params_per_macs(space, target)
+        assert weights.shape == (len(space.group_slices),) and (weights > 0).all()
+        assert weights.max() / weights.min() > 1.5  # lenet5's fc layers hold far more weights per MAC
+        flat, tilted = uniform_genome(space, target), tilted_allocation(space, target, 0.5)
+        cost = space.cost(np.stack([flat, tilted]))
+        assert abs(np.log(float(cost["macs_ratio"][1]) / target)) < 0.35
+        assert cost["params_ratio"][1] > cost["params_ratio"][0]
+        ratios = space.group_ratios(tilted[None, :])[0]
+        # the group with most parameters per MAC keeps at least the share of the one with fewest
+        assert ratios[int(np.argmax(weights))] >= ratios[int(np.argmin(weights))]
+    with pytest.raises(MopruneValueError, match="tilt"):
+        tilted_allocation(space, 0.1, 5.0)
+
+
+def test_race_contenders_are_the_point_then_tilts_then_its_best_neighbors_then_random_allocations(searched):
     from moprune.race import race_contenders
 
     data, model, result = searched
@@ -173,7 +192,8 @@ def test_race_contenders_are_the_point_then_its_best_neighbors_then_random_alloc
     assert len(contenders) == 6 and contenders[0][0] == "search"
     assert np.array_equal(contenders[0][1], np.asarray(point["genome"]))
     sources = [s for s, _ in contenders]
-    assert sources == sorted(sources, key=["search", "search_neighbor", "random"].index)
+    assert "params_tilt" in sources
+    assert sources == sorted(sources, key=["search", "params_tilt", "search_neighbor", "random"].index)
     near = history[(history["macs_ratio"] <= macs + 1e-12) & (history["macs_ratio"] >= 0.5 * macs)]
     neighbors = [g for s, g in contenders if s == "search_neighbor"]
     accuracies = [float(near.loc[[np.array_equal(np.asarray(x), g) for x in near["genome"]], "accuracy"].iloc[0])
@@ -220,7 +240,7 @@ def test_retrain_front_race_keeps_the_better_of_the_winner_and_the_uniform_twin(
     options = dict(data=data, base_model=model, n_points=2, epochs=1, batch_size=64)
     raced = retrain_front(result, race=4, **options)
     assert (raced["race_contenders"] == 4).all()
-    assert set(raced["source"]) <= {"search", "search_neighbor", "random", "uniform"}
+    assert set(raced["source"]) <= {"search", "params_tilt", "search_neighbor", "random", "uniform"}
     assert np.allclose(raced["accuracy"], np.maximum(raced["search_model_accuracy"], raced["uniform_accuracy"]))
     rounds = pd.DataFrame(raced.attrs["race_rounds"])
     assert set(rounds["eval"]) == set(raced.index)
