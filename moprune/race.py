@@ -26,7 +26,7 @@ _log = get_logger(__name__)
 RACE_SIGMA = 0.35
 """Spread (standard deviation of the log keep ratio) of the random allocations around uniform."""
 
-RACE_TILTS = (0.3, 0.5)
+RACE_TILTS = (0.15, 0.3)
 """Tilts of the parameter-tilted contenders (:func:`moprune.operators.pruning.tilted_allocation`)."""
 
 

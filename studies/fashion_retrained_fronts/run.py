@@ -59,14 +59,14 @@ DATA = "fashion-mnist"
 
 
 def run_model(name, splits, args):
-    """Search, retrain the front and its uniform twins for every seed; the rows of both."""
+    """Search, retrain the front and its uniform twins for every seed; the rows of both (and race rounds)."""
     base = moprune.pretrained(name, data=DATA, progress=False)
     augment = baseline_recipe(name, DATA).get("augment")
     space = moprune.ChannelSpace(base, encoding=args.encoding)
     base_val, base_test = evaluate(base, splits.val), evaluate(base, splits.test)
     print(f"{name}: base {100 * base_val:.2f}% validation, {100 * base_test:.2f}% test; "
           f"{space.n_var} genes ({args.encoding}), retraining augment={augment}", flush=True)
-    rows, searches, fronts = [], [], []
+    rows, searches, fronts, races = [], [], [], []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
                                       n_train_samples=5000, seed=seed, num_threads=args.threads,
@@ -90,6 +90,7 @@ def run_model(name, splits, args):
         except MopruneValueError as error:  # no front point within the filters
             print(f"  seed {seed}: nothing retrained ({error})", flush=True)
             continue
+        races += [{"model": name, "seed": seed, **r} for r in front.attrs.get("race_rounds", [])]
         for eval_index, row in front.iterrows():
             rows.append({"model": name, "seed": seed, "method": "moprune", "pair": f"{seed}:{eval_index}",
                          "macs_ratio": row["macs_ratio"], "params_ratio": row["params_ratio"],
@@ -121,7 +122,7 @@ def run_model(name, splits, args):
         print(f"  seed {seed}: search {len(result.archive)} candidates in {search_s:.0f} s, "
               f"{len(front)} points and their uniform twins retrained in {time.perf_counter() - t0:.0f} s", flush=True)
     base_row = {"model": name, "base_val_accuracy": base_val, "base_test_accuracy": base_test}
-    return rows, searches, fronts, base_row
+    return rows, searches, fronts, base_row, races
 
 
 def paired_table(retrained):
@@ -210,9 +211,10 @@ def main():
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     splits = moprune.load_fashion_mnist()
-    rows, searches, fronts, bases = [], [], [], []
+    rows, searches, fronts, bases, races = [], [], [], [], []
     for name in args.models:
-        model_rows, model_searches, model_fronts, base_row = run_model(name, splits, args)
+        model_rows, model_searches, model_fronts, base_row, model_races = run_model(name, splits, args)
+        races += model_races
         rows += model_rows
         searches += model_searches
         fronts += model_fronts
@@ -226,6 +228,8 @@ def main():
     write_csv(summary, os.path.join(args.out, "summary.csv"), index=False)
     write_csv(pd.DataFrame(searches), os.path.join(args.out, "searches.csv"), index=False)
     write_csv(pd.concat(fronts, ignore_index=True), os.path.join(args.out, "search_fronts.csv"), index=False)
+    if races:  # every short retraining of every race: which contenders survived which round
+        write_csv(pd.DataFrame(races), os.path.join(args.out, "race_rounds.csv"), index=False)
     for _, base_row in bases.iterrows():
         plot_model(base_row["model"], retrained, base_row["base_test_accuracy"], args.epochs, args.out)
     record = write_record(args.out, wall_s=time.perf_counter() - start,
