@@ -204,7 +204,7 @@ def test_retrain_front_writes_the_retrained_front(run_a):
     assert proc.returncode == 0, proc.stderr
     raced = pd.read_csv(out / "retrained_front.csv", index_col="eval")
     assert (raced["race_contenders"] == 2).all() and "kept" in proc.stdout
-    assert set(raced["finalist_source"]) <= {"search", "search_neighbor", "random"}
+    assert set(raced["finalist_source"]) <= {"search", "params_tilt", "search_neighbor", "random"}
 
 
 @pytest.mark.slow
