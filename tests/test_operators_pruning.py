@@ -369,3 +369,22 @@ def test_focused_budget_is_checked():
     # an explicit band still applies under a budget
     assert search(tiny_problem(), "focused", pop_size=8, n_evals=16, seed=0, max_macs=0.5,
                   band=3.0).pymoo_result.algorithm.problem.band == 3.0
+
+
+def test_sweep_sampling_tilted_twins_keep_the_macs_and_add_parameters(channel_space):
+    sampling = SweepSampling(sweep_fraction=0.3, tilt=0.5, tilt_fraction=0.2)
+    X = sampling.do(_Holder(channel_space), 20, random_state=np.random.default_rng(0)).get("X")
+    assert X.shape == (20, channel_space.n_var)
+    cost = channel_space.cost(X)
+    sweep_macs, sweep_params = np.asarray(cost["macs_ratio"][:6]), np.asarray(cost["params_ratio"][:6])
+    twins = slice(6, 10)
+    assert (np.ptp(channel_space.group_ratios(X[twins]), axis=1) > 0).all()  # not uniform
+    for macs, params in zip(cost["macs_ratio"][twins], cost["params_ratio"][twins]):
+        level = int(np.argmin(np.abs(np.log(sweep_macs / macs))))
+        assert abs(np.log(macs / sweep_macs[level])) < 0.2
+        assert params > sweep_params[level]  # the same size, more parameters
+    untilted = SweepSampling(sweep_fraction=0.3, tilt_fraction=0.0).do(
+        _Holder(channel_space), 20, random_state=np.random.default_rng(0)).get("X")
+    assert np.array_equal(untilted[:6], X[:6])
+    with pytest.raises(MopruneValueError, match="tilt_fraction"):
+        SweepSampling(tilt_fraction=1.5)

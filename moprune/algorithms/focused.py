@@ -4,8 +4,9 @@ NSGA-II alone spreads its population evenly over the whole front, most of it on 
 picks, and treats a genome as anonymous numbers. This variant keeps pymoo's NSGA-II (ranking,
 crowding, tournament selection) and changes what it is fed:
 
-- the first population is a uniform keep-ratio sweep spaced evenly in log-MACs, plus per-group
-  perturbations of it (:class:`moprune.operators.pruning.SweepSampling`);
+- the first population is a uniform keep-ratio sweep spaced evenly in log-MACs, twins of some of
+  its levels tilted towards the groups with many parameters per MAC, and per-group
+  perturbations of the sweep (:class:`moprune.operators.pruning.SweepSampling`);
 - offspring come from group-wise crossover and a mutation that changes how many units a group
   keeps, pruning the least important first, with single-unit swaps near the importance boundary
   for binary genomes (:class:`~moprune.operators.pruning.KeepRatioMutation`);
@@ -209,7 +210,8 @@ def _largest_uniform_macs(space, limits):
 @ALGORITHMS.register("focused")
 def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1,
-                 sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, sigma=0.3, final_sigma=0.1,
+                 sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
+                 sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
@@ -241,6 +243,9 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
         sweep_max_macs: MACs ratio of the largest uniform model of the sweep (and of the levels the
             rest of the first population is perturbed from).
+        tilt_fraction: Share of the first population that is parameter-tilted twins of sweep
+            levels (same MACs, more of the budget in groups with many parameters per MAC).
+        tilt: How far the twins lean (:func:`moprune.operators.pruning.tilted_allocation`).
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
         swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
         crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
@@ -275,7 +280,8 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
     algorithm = FocusedNSGA2(
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
-        sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs, max_macs=sweep_max_macs),
+        sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs, max_macs=sweep_max_macs,
+                               tilt=tilt, tilt_fraction=tilt_fraction),
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
         repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio",

@@ -201,23 +201,32 @@ def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
 
 
 class SweepSampling(Sampling):
-    """A uniform keep-ratio sweep, then per-group perturbations of it.
+    """A uniform keep-ratio sweep, its parameter-tilted twins, then per-group perturbations.
 
     The first ``sweep_fraction`` of the population keeps the same fraction of units in every
     group, at ratios whose MACs run evenly on a log scale from ``min_macs`` to ``max_macs``: the
-    trivial baseline every search should beat, evaluated first. The rest starts from a random
-    sweep level and multiplies each group's ratio by ``exp(sigma * N(0, 1))``, so the search
-    starts near the uniform front but with the per-layer differences it is there to find.
+    trivial baseline every search should beat, evaluated first. The next ``tilt_fraction`` are
+    sweep levels with the same MACs but the budget moved towards the groups that hold many
+    parameters per MAC (:func:`tilted_allocation` with ``tilt``): at equal MACs such models
+    tend to retrain better than uniform ones. The rest starts from a random sweep level and
+    multiplies each group's ratio by ``exp(sigma * N(0, 1))``, so the search starts near the
+    uniform front but with the per-layer differences it is there to find.
 
     Args:
         sweep_fraction: Share of the population that is the uniform sweep, in [0, 1].
         sigma: Spread of the per-group log-normal perturbation.
         min_macs, max_macs: MACs range (fractions of the base) of the sweep.
+        tilt: Tilt of the tilted twins (see :func:`tilted_allocation`), in [-2, 2].
+        tilt_fraction: Share of the population that is tilted twins, in [0, 1] (0: none; at most
+            what the sweep leaves, and at most one twin per sweep level).
     """
 
-    def __init__(self, *, sweep_fraction=0.3, sigma=0.5, min_macs=0.01, max_macs=0.9):
+    def __init__(self, *, sweep_fraction=0.3, sigma=0.5, min_macs=0.01, max_macs=0.9, tilt=0.15,
+                 tilt_fraction=0.0):
         super().__init__()
         self.sweep_fraction = check_probability("sweep_fraction", sweep_fraction)
+        self.tilt = check_real("tilt", tilt, low=-2.0, high=2.0)
+        self.tilt_fraction = check_probability("tilt_fraction", tilt_fraction)
         self.sigma = check_real("sigma", sigma, low=0.0, low_open=True)
         self.min_macs = check_real("min_macs", min_macs, low=0.0, high=1.0, low_open=True)
         self.max_macs = check_real("max_macs", max_macs, low=0.0, high=1.0, low_open=True)
@@ -233,15 +242,23 @@ class SweepSampling(Sampling):
         if n_sweep < len(levels):  # keep the sweep's ends and spread the rest
             levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_sweep).round().astype(int))]
             n_sweep = len(levels)
-        R = np.empty((n_samples, n_groups))
+        R = np.ones((n_samples, n_groups))  # the tilted twins' rows are replaced below
         R[:n_sweep] = levels[:, None]
-        n_rest = n_samples - n_sweep
+        n_tilt = min(int(round(self.tilt_fraction * n_samples)), n_samples - n_sweep, n_sweep)
+        n_rest = n_samples - n_sweep - n_tilt
         if n_rest:
             all_levels = uniform_sweep(space, 16, min_macs=self.min_macs, max_macs=self.max_macs)
             base = all_levels[random_state.integers(len(all_levels), size=n_rest)]
             noise = np.exp(self.sigma * random_state.standard_normal((n_rest, n_groups)))
-            R[n_sweep:] = np.clip(base[:, None] * noise, 0.0, 1.0)
-        return space.genomes_from_ratios(R)
+            R[n_sweep + n_tilt:] = np.clip(base[:, None] * noise, 0.0, 1.0)
+        X = space.genomes_from_ratios(R)
+        if n_tilt:  # twins of sweep levels spread over the sweep (distinct: n_tilt <= n_sweep), each at its MACs
+            twins = levels[np.unique(np.linspace(0, n_sweep - 1, n_tilt).round().astype(int))]
+            macs = np.asarray(space.cost(space.genomes_from_ratios(np.repeat(twins[:, None], n_groups, axis=1)))
+                              ["macs_ratio"], dtype=float)
+            for i, target in enumerate(macs):
+                X[n_sweep + i] = tilted_allocation(space, float(target), self.tilt)
+        return X
 
 
 class KeepRatioMutation(Mutation):
