@@ -108,7 +108,7 @@ def run_optuna(problem, sampler, n_evals, encoding):
     study.optimize(objective, n_trials=n_evals)
 
 
-def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep):
+def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, options=None):
     import optuna
 
     clock = [now()]
@@ -116,9 +116,9 @@ def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep):
     _ = problem.base_accuracy  # measured before the clock starts, as search() does
     clock[0] = now()
     if method == "moprune":
-        moprune.search(problem, n_evals=n_evals, seed=seed)
+        moprune.search(problem, n_evals=n_evals, seed=seed, **(options or {}))
     elif method == "moprune-notilt":  # the default without its first population's tilted twins (ablation)
-        moprune.search(problem, n_evals=n_evals, seed=seed, tilt_fraction=0.0)
+        moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "tilt_fraction": 0.0})
     elif method == "moprune-nsga2":
         moprune.search(problem, "nsga2", n_evals=n_evals, seed=seed)
     elif method == "random":
@@ -214,9 +214,17 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
                         help="data set (the baselines are trained on it; Fashion-MNIST: `moprune data fetch fashion-mnist`)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the default search (numbers or None), e.g. max_imbalance=2")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="time measured for 'equal time': wall, or this process's CPU time (a shared machine)")
     args = parser.parse_args(argv)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--option must be KEY=VALUE; got {item!r}")
+        options[key] = None if value == "None" else float(value)
     global now
     now = CLOCKS[args.clock]
 
@@ -234,7 +242,8 @@ def main(argv=None):
             for method in args.methods:
                 if method == "optuna-tpe" and encoding == "binary":
                     continue
-                runs[method] = run_method(method, make_problem, space, args.evals, seed, encoding, args.sweep)
+                runs[method] = run_method(method, make_problem, space, args.evals, seed, encoding, args.sweep,
+                                          options)
                 r = runs[method]
                 m = metrics(r["points"], r["base_accuracy"])
                 rows.append({"model": spec, "method": method, "seed": seed, "equal": "evals", "wall": r["wall"], **m})

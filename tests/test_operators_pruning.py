@@ -15,6 +15,7 @@ from moprune.operators.pruning import (
     KeepRatioMutation,
     PlanDuplicateElimination,
     SweepSampling,
+    balance_groups,
     shrink_to_cost,
     uniform_sweep,
 )
@@ -218,6 +219,24 @@ def test_focused_options_are_checked():
         ALGORITHMS.get("focused")(problem, pop_size=8, sweep_fraction=2.0)
     with pytest.raises(MopruneValueError, match="band"):
         ALGORITHMS.get("focused")(problem, pop_size=8, band=-1.0)
+    with pytest.raises(MopruneValueError, match="max_imbalance.*'auto'.*'even'"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, max_imbalance="even")
+    with pytest.raises(MopruneValueError, match="max_imbalance"):
+        ALGORITHMS.get("focused")(problem, pop_size=8, max_imbalance=0.5)
+
+
+def test_focused_max_imbalance_auto_bounds_channel_groups_only(lenet):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    import moprune
+
+    data = TensorDataset(torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    for space, expected in ((ChannelSpace(lenet, encoding="binary"), 2.0), (WeightSpace(lenet, encoding="ratio"), None)):
+        problem = moprune.PruningProblem(space, moprune.Evaluator(data, n_samples=None, num_threads=1))
+        algorithm = ALGORITHMS.get("focused")(problem, pop_size=8)
+        assert algorithm.repair.max_imbalance == expected
+        assert ALGORITHMS.get("focused")(problem, pop_size=8, max_imbalance=None).repair.max_imbalance is None
 
 
 def test_batchnorm_model_without_training_data_is_refused():
@@ -388,3 +407,50 @@ def test_sweep_sampling_tilted_twins_keep_the_macs_and_add_parameters(channel_sp
     assert np.array_equal(untilted[:6], X[:6])
     with pytest.raises(MopruneValueError, match="tilt_fraction"):
         SweepSampling(tilt_fraction=1.5)
+
+
+def _gmean(ratios):
+    return np.exp(np.mean(np.log(ratios), axis=1))
+
+
+def test_balance_groups_lifts_bottlenecks_and_leaves_balanced_genomes(channel_space):
+    space = channel_space
+    X = space.genomes_from_ratios(np.array([[0.5, 0.02, 0.6], [0.4, 0.3, 0.35]]))
+    before = space.group_ratios(X)
+    Y = balance_groups(space, X, 2.0)
+    after = space.group_ratios(Y)
+    assert np.array_equal(Y[1], X[1])  # within the bound already: untouched
+    assert after[0, 1] >= _gmean(after[:1])[0] / 2.0 - 1e-9 > before[0, 1]  # the bottleneck is lifted
+    assert np.allclose(after[0, [0, 2]], before[0, [0, 2]])  # the other groups keep theirs
+    if space.vtype is bool:  # lifted by the most important pruned channels: still a top-k prefix
+        g = 1
+        sl = space.group_slices[g]
+        kept = np.flatnonzero(Y[0, sl])
+        scores = space.importance_scores[space.group_names[g]]
+        assert scores[kept].min() >= np.delete(scores, kept).max()
+    assert np.array_equal(balance_groups(space, X, 100.0), X)
+
+
+def test_cost_ceiling_repair_balances_before_shrinking(lenet):
+    space = ChannelSpace(lenet, encoding="binary")
+    repair = CostCeilingRepair(space, max_imbalance=2.0)
+    X = space.genomes_from_ratios(np.array([[0.9, 0.02, 0.9], [0.05, 0.9, 0.9]]))
+    repair.ceiling = 0.2
+    R = space.group_ratios(repair._do(None, X))
+    assert (space.cost(repair._do(None, X))["macs_ratio"] <= 0.2 + 1e-12).all()
+    assert (R.min(axis=1) >= _gmean(R) / 2.5).all()  # shrinking keeps the balance, up to rounding
+    with pytest.raises(MopruneValueError, match="max_imbalance"):
+        CostCeilingRepair(space, max_imbalance=0.5)
+
+
+def test_focused_max_imbalance_bounds_every_candidate(lenet):
+    problem = tiny_problem()
+    result = search(problem, "focused", pop_size=10, n_evals=60, seed=0, max_imbalance=2.0)
+    space = problem.space
+    R = space.group_ratios(np.array([e.genome for e in result.archive]))
+    sizes = np.array([sl.stop - sl.start for sl in space.group_slices])
+    # at least the geometric mean / 2, up to one unit of the shrinking that may follow
+    assert (R.min(axis=1) >= _gmean(R) / 2.0 - 1.0 / sizes.min()).all()
+    loose = search(tiny_problem(), "focused", pop_size=10, n_evals=60, seed=0)
+    R_loose = space.group_ratios(np.array([e.genome for e in loose.archive]))
+    assert (R_loose.min(axis=1) / _gmean(R_loose)).min() < (R.min(axis=1) / _gmean(R)).min()

@@ -14,6 +14,9 @@ crowding, tournament selection) and changes what it is fed:
   points below the base rank behind all others (:class:`moprune.problem.FocusedProblem`);
 - a genome that decodes to a plan already evaluated is never asked for again
   (:class:`~moprune.operators.pruning.PlanDuplicateElimination`);
+- every candidate's channel groups keep at least half the geometric mean of its keep ratios
+  (``max_imbalance``, :func:`~moprune.operators.pruning.balance_groups`): a bottleneck group
+  scores well before retraining but caps what retraining recovers;
 - cost is compressed above the smallest model that kept the base accuracy (within
   ``saturation_drop`` points: the saturation point), and offspring are shrunk to at most
   ``ceiling_factor`` times its MACs (:class:`~moprune.operators.pruning.CostCeilingRepair`).
@@ -44,10 +47,14 @@ from moprune.operators.pruning import (
     uniform_costs,
 )
 from moprune.problem import FocusedProblem, bind_problem
+from moprune.space import ChannelSpace
 from moprune.validation import check_int, check_pop_size, check_probability, check_real
 
 DEFAULT_BAND = 5.0
 """Accuracy points below the base the default search focuses on."""
+
+DEFAULT_MAX_IMBALANCE = 2.0
+"""Channel groups keep at least the geometric mean of a candidate's keep ratios over this."""
 
 
 class FocusedNSGA2(NSGA2):
@@ -211,7 +218,7 @@ def _largest_uniform_macs(space, limits):
 def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
-                 sigma=0.3, final_sigma=0.1,
+                 max_imbalance="auto", sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
@@ -246,6 +253,11 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         tilt_fraction: Share of the first population that is parameter-tilted twins of sweep
             levels (same MACs, more of the budget in groups with many parameters per MAC).
         tilt: How far the twins lean (:func:`moprune.operators.pruning.tilted_allocation`).
+        max_imbalance: Every candidate's groups keep at least the geometric mean of its keep
+            ratios divided by this (:func:`moprune.operators.pruning.balance_groups`; ``None``: no
+            bound; ``"auto"``: :data:`DEFAULT_MAX_IMBALANCE` on a :class:`moprune.ChannelSpace`,
+            where a bottleneck group caps what retraining recovers, ``None`` elsewhere: weight
+            masks prune layers very unevenly on purpose).
         sigma, final_sigma: Log-normal step of the keep-ratio mutation, start and end of the run.
         swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
         crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
@@ -272,6 +284,10 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
     for method in ("genomes_from_ratios", "group_ratios", "keep_order"):
         if not hasattr(space, method):
             raise invalid_value("problem", f"a problem whose space has {method}()", type(space).__name__)
+    if isinstance(max_imbalance, str):
+        if max_imbalance != "auto":
+            raise invalid_value("max_imbalance", "'auto', None or a factor >= 1", max_imbalance)
+        max_imbalance = DEFAULT_MAX_IMBALANCE if isinstance(space, ChannelSpace) else None
     eliminator = PlanDuplicateElimination(space)
     limits = {key: limit for key, limit in (("macs_ratio", max_macs), ("params_ratio", max_params)) if limit is not None}
     if budgeted:  # the sweep spans the uniform models within the budget
@@ -285,7 +301,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         crossover=GroupUniformCrossover(prob=check_probability("crossover_prob", crossover_prob)),
         mutation=KeepRatioMutation(sigma=sigma, final_sigma=final_sigma, swap_prob=swap_prob),
         repair=CostCeilingRepair(space, key="params_ratio" if "macs" not in problem.objectives else "macs_ratio",
-                                 limits=limits),
+                                 limits=limits, max_imbalance=max_imbalance),
         eliminate_duplicates=eliminator,
     )
     algorithm.band_after = check_probability("band_after", band_after)

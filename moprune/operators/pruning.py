@@ -31,7 +31,7 @@ from moprune.operators.binary import run_progress
 from moprune.validation import check_probability, check_real
 
 __all__ = ["CostCeilingRepair", "GroupUniformCrossover", "KeepRatioMutation", "PlanDuplicateElimination",
-           "SweepSampling", "allocation_genome", "params_per_macs", "shrink_to_cost", "tilted_allocation",
+           "SweepSampling", "allocation_genome", "balance_groups", "params_per_macs", "shrink_to_cost", "tilted_allocation",
            "uniform_genome", "uniform_sweep"]
 
 
@@ -473,32 +473,80 @@ def shrink_to_cost(space, X, ceiling, *, key="macs_ratio", n_steps=24):
     return X
 
 
+def balance_groups(space, X, max_imbalance):
+    """Genomes whose groups keep at least the geometric mean of their keep ratios / ``max_imbalance``.
+
+    The mean is that of the lifted genome (a fixed point), so the bound holds after lifting.
+
+    A group pruned far below the rest (a bottleneck of a few channels) can score well before
+    retraining yet caps what retraining recovers: on ``resnet8`` / Fashion-MNIST every front
+    point of the default search that lost more than 1.5 test points to the uniform model of its
+    size after retraining had a group below half that mean, and none of those within it did
+    (study 8, ``studies/fashion_retrained_fronts/``). Groups under the floor get back their
+    most important pruned units (binary genomes) or the floor's ratio (ratio genomes).
+
+    Args:
+        space: A :class:`moprune.space.Space` with ``group_ratios`` and ``genomes_from_ratios``.
+        X: Genomes, ``n x n_var``.
+        max_imbalance: How many times below the mean (geometric, over groups) a group's keep
+            ratio may be, >= 1.
+
+    Returns:
+        A new genome array; genomes already within the bound are unchanged.
+    """
+    X = np.array(X, copy=True)
+    if len(X) == 0:
+        return X
+    sizes = _group_sizes(space)
+    counts = np.round(space.group_ratios(X) * sizes)
+    lifted = counts.copy()
+    for _ in range(16):  # lifting raises the mean: iterate to the fixed point (converges geometrically)
+        floor = np.exp(np.mean(np.log(np.maximum(lifted / sizes, 1e-9)), axis=1)) / max_imbalance
+        need = np.maximum(lifted, np.minimum(np.ceil(floor[:, None] * sizes - 1e-9), sizes))
+        if np.array_equal(need, lifted):
+            break
+        lifted = need
+    order = space.keep_order() if space.vtype is bool else None
+    for i, g in zip(*np.nonzero(lifted > counts)):
+        sl = space.group_slices[g]
+        if order is not None:
+            X[i, sl] = _set_count(X[i, sl], order[sl], int(lifted[i, g]))
+        else:
+            X[i, sl] = lifted[i, g] / sizes[g]
+    return X
+
+
 class CostCeilingRepair(Repair):
-    """The space's own repair, then :func:`shrink_to_cost` above :attr:`ceiling` and the fixed limits.
+    """The space's own repair, :func:`balance_groups`, then :func:`shrink_to_cost` above the ceiling and limits.
 
     An algorithm sets :attr:`ceiling` while it runs (``None``: no bound), e.g. to a multiple of
     the smallest model that kept the base accuracy, so offspring never grow into large models
     that cost the most to evaluate and barely differ in error. ``limits`` are a user's budget:
-    they bound every genome repaired, whatever the ceiling.
+    they bound every genome repaired, whatever the ceiling. Shrinking scales every group by the
+    same factor, so it keeps the balance (up to the one unit a group always keeps).
 
     Args:
         space: The :class:`moprune.space.Space` genomes belong to.
         key: Cost the ceiling bounds (``"macs_ratio"`` or ``"params_ratio"``).
         limits: Fixed bounds, e.g. ``{"macs_ratio": 0.1, "params_ratio": 0.05}`` (``None``: none).
+        max_imbalance: Bound of :func:`balance_groups` (``None``: no bound).
     """
 
-    def __init__(self, space, *, key="macs_ratio", limits=None):
+    def __init__(self, space, *, key="macs_ratio", limits=None, max_imbalance=None):
         super().__init__()
         self.space = space
         self.base = space.repair()
         self.key = key
         self.ceiling = None
         self.limits = dict(limits or {})
+        self.max_imbalance = check_real("max_imbalance", max_imbalance, low=1.0, allow_none=True)
 
     def _do(self, problem, X, **kwargs):
         X = self.base._do(problem, X, **kwargs)
         if len(X) == 0:
             return X
+        if self.max_imbalance is not None:
+            X = self.base._do(problem, balance_groups(self.space, X, self.max_imbalance), **kwargs)
         if self.ceiling is not None:
             X = shrink_to_cost(self.space, X, self.ceiling, key=self.key)
         for key, limit in self.limits.items():

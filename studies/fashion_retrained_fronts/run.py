@@ -73,8 +73,11 @@ def run_model(name, splits, args):
                                       **({} if args.finetune is None else {"finetune": args.finetune or None}))
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
-        budget = {"max_macs": args.max_macs} if args.budget else {}
-        result = moprune.search(problem, n_evals=args.evals, seed=seed, **budget)
+        options = {"max_macs": args.max_macs} if args.budget else {}
+        for item in args.option:  # options of the default search, e.g. max_imbalance=2
+            key, _, value = item.partition("=")
+            options[key] = None if value == "None" else float(value)
+        result = moprune.search(problem, n_evals=args.evals, seed=seed, **options)
         search_s = time.perf_counter() - t0
         searches.append({"model": name, "seed": seed, "candidates": len(result.archive), "search_s": search_s})
         search_front = moprune.pareto_front(result)
@@ -204,6 +207,9 @@ def main():
     parser.add_argument("--race", type=int, default=0, metavar="K",
                         help="retrain_front(..., race=K): K contenders of each point's size raced by short "
                              "retrainings, the winner against the uniform twin (implies --uniform-twins)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the default search (a number or None), e.g. tilt_fraction=0 or "
+                             "max_imbalance=2; repeatable")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
