@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 
 import moprune
+from moprune.cli.config import parse_option
 from moprune.results.indicators import hypervolume
 
 ABLATIONS = ("moprune-notilt",)
@@ -106,6 +107,14 @@ def run_optuna(problem, sampler, n_evals, encoding):
         return float(F[0]), float(F[1])
 
     study.optimize(objective, n_trials=n_evals)
+
+
+def search_option(text):
+    """``KEY=VALUE`` of ``--option`` (the CLI's ``--algo-option`` reading); a bad one is an argparse error."""
+    try:
+        return parse_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("--algo-option", "--option")) from None
 
 
 def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, options=None):
@@ -214,17 +223,12 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
                         help="data set (the baselines are trained on it; Fashion-MNIST: `moprune data fetch fashion-mnist`)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the default search (numbers or None), e.g. max_imbalance=2")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=search_option,
+                        help="an option of the default search (a TOML value), e.g. max_imbalance=2")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="time measured for 'equal time': wall, or this process's CPU time (a shared machine)")
     args = parser.parse_args(argv)
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--option must be KEY=VALUE; got {item!r}")
-        options[key] = None if value == "None" else float(value)
+    options = dict(args.option)
     global now
     now = CLOCKS[args.clock]
 

@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import save_figure, uniform_genome, write_csv, write_record  # noqa: E402
 
 import moprune  # noqa: E402
+from moprune.cli.config import parse_option  # noqa: E402
 from moprune.exceptions import MopruneValueError  # noqa: E402
 from moprune.models.baselines import baseline_recipe  # noqa: E402
 from moprune.train import evaluate  # noqa: E402
@@ -56,6 +57,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = "fashion-mnist"
 
 
+
+
+def search_option(text):
+    """``KEY=VALUE`` of ``--option`` (the CLI's ``--algo-option`` reading); a bad one is an argparse error."""
+    try:
+        return parse_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("--algo-option", "--option")) from None
 
 
 def run_model(name, splits, args):
@@ -74,9 +83,7 @@ def run_model(name, splits, args):
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
         options = {"max_macs": args.max_macs} if args.budget else {}
-        for item in args.option:  # options of the default search, e.g. max_imbalance=2
-            key, _, value = item.partition("=")
-            options[key] = None if value == "None" else float(value)
+        options.update(args.option)  # options of the default search, e.g. max_imbalance=2
         result = moprune.search(problem, n_evals=args.evals, seed=seed, **options)
         search_s = time.perf_counter() - t0
         searches.append({"model": name, "seed": seed, "candidates": len(result.archive), "search_s": search_s})
@@ -207,8 +214,8 @@ def main():
     parser.add_argument("--race", type=int, default=0, metavar="K",
                         help="retrain_front(..., race=K): K contenders of each point's size raced by short "
                              "retrainings, the winner against the uniform twin (implies --uniform-twins)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the default search (a number or None), e.g. tilt_fraction=0 or "
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=search_option,
+                        help="an option of the default search (a TOML value), e.g. tilt_fraction=0 or "
                              "max_imbalance=2; repeatable")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
