@@ -67,6 +67,8 @@ def main(argv=None):
     splits = moprune.load_mnist() if args.data == "mnist" else moprune.load_fashion_mnist()
     space = moprune.ChannelSpace(moprune.pretrained(args.model, data=args.data, progress=False))
     ratios = np.array([[float(x) for x in text.split()] for text in frame["group_ratios"]])
+    sizes = np.array(space.group_sizes, dtype=np.float64)
+    ratios = np.round(ratios * sizes) / sizes  # the CSV rounds ratios to 3 decimals: back to whole channels
     genomes = space.genomes_from_ratios(ratios)
     cost = space.cost(genomes)
     if not np.allclose(cost["macs_ratio"], frame["macs_ratio"], rtol=1e-3):

@@ -67,6 +67,13 @@ def search_option(text):
         raise argparse.ArgumentTypeError(str(error).replace("--algo-option", "--option")) from None
 
 
+def finetune_setting(args):
+    """The Evaluator's ``finetune`` keyword from ``--finetune`` and ``--finetune-lr`` (none: its default)."""
+    if args.finetune_lr is not None:
+        return {"finetune": {"steps": 20 if args.finetune is None else args.finetune, "lr": args.finetune_lr}}
+    return {} if args.finetune is None else {"finetune": args.finetune or None}
+
+
 def run_model(name, splits, args):
     """Search, retrain the front and its uniform twins for every seed; the rows of both (and race rounds)."""
     base = moprune.pretrained(name, data=DATA, progress=False)
@@ -79,7 +86,7 @@ def run_model(name, splits, args):
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         evaluator = moprune.Evaluator(splits.val, n_samples=args.val_samples, train_data=splits.train,
                                       n_train_samples=5000, seed=seed, num_threads=args.threads,
-                                      **({} if args.finetune is None else {"finetune": args.finetune or None}))
+                                      **finetune_setting(args))
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
         options = {"max_macs": args.max_macs} if args.budget else {}
@@ -205,6 +212,8 @@ def main():
     parser.add_argument("--max-macs", type=float, default=0.30, help="retrain front points up to this MACs ratio")
     parser.add_argument("--finetune", type=int, default=None,
                         help="SGD steps of fine-tuning in the loop (default: the Evaluator's default)")
+    parser.add_argument("--finetune-lr", type=float, default=None,
+                        help="learning rate of that fine-tuning (default: the Evaluator's, 0.01)")
     parser.add_argument("--budget", action="store_true",
                         help="search under a budget of --max-macs (moprune.search(..., max_macs=...)), as a user "
                              "who wants the models of this window says so")
