@@ -10,6 +10,10 @@ seed noise. It reports, per setting and seed, Spearman's rank correlation with t
 accuracy within each MACs level (averaged), and the retrained accuracy of each level's pick;
 the parameter count is reported as a proxy of its own (no fine-tuning, no cost).
 
+The genomes are rebuilt from the keep ratios on the *cached* baseline: run it where the CSV was
+made (the same ``pretrained`` weights), or read the correlations as between allocations, since
+another baseline ranks other channels first at the same ratios.
+
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/bench_proxy_rescore.py --model resnet8 --data fashion-mnist \\
