@@ -61,7 +61,10 @@ def main():
     parser.add_argument("--max-macs", type=float, default=0.12, help="retrain front points up to this MACs ratio")
     parser.add_argument("--max-drop", type=float, default=10.0,
                         help="retrain front points within this many points of the base during search")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="search without the per-group floor (max_imbalance=None)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -76,7 +79,7 @@ def main():
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
         result = moprune.search(problem, pop_size=args.pop_size, n_evals=args.pop_size * args.generations,
-                                seed=seed)
+                                seed=seed, **({"max_imbalance": None} if args.no_floor else {}))
         search_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points,
@@ -115,9 +118,9 @@ def main():
         })
     summary = pd.DataFrame(summary)
 
-    write_csv(retrained, os.path.join(HERE, "retrained_fronts.csv"), index=False)
-    write_csv(uniform, os.path.join(HERE, "uniform.csv"), index=False)
-    write_csv(summary, os.path.join(HERE, "summary.csv"), index=False)
+    write_csv(retrained, os.path.join(args.out, "retrained_fronts.csv"), index=False)
+    write_csv(uniform, os.path.join(args.out, "uniform.csv"), index=False)
+    write_csv(summary, os.path.join(args.out, "summary.csv"), index=False)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for seed, group in retrained.groupby("seed"):
@@ -138,10 +141,10 @@ def main():
                 100 * base_test + 0.2)
     ax.set_title(f"LeNet-5-Caffe on MNIST: retrained {args.epochs} epochs")
     ax.legend(fontsize=8)
-    save_figure(fig, os.path.join(HERE, "front.png"))
+    save_figure(fig, os.path.join(args.out, "front.png"))
     plt.close(fig)
 
-    record = write_record(HERE, wall_s=time.perf_counter() - start,
+    record = write_record(args.out, wall_s=time.perf_counter() - start,
                           extra={"base_test_accuracy": round(base_test, 4),
                                  "base_val_accuracy": round(evaluate(base, splits.val), 4)})
     pd.set_option("display.width", 160)
