@@ -66,6 +66,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)  # before the run, not after 17 minutes of it
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
