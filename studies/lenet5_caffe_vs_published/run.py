@@ -63,6 +63,8 @@ def main():
                         help="retrain front points within this many points of the base during search")
     parser.add_argument("--no-floor", action="store_true",
                         help="search without the per-group floor (max_imbalance=None)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="search under this MACs ratio (search(..., max_macs=BUDGET)); default: no budget")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
@@ -80,7 +82,8 @@ def main():
         problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
         t0 = time.perf_counter()
         result = moprune.search(problem, pop_size=args.pop_size, n_evals=args.pop_size * args.generations,
-                                seed=seed, **({"max_imbalance": None} if args.no_floor else {}))
+                                seed=seed, max_macs=args.budget,
+                                **({"max_imbalance": None} if args.no_floor else {}))
         search_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         front = moprune.retrain_front(result, data=splits, base_model=base, n_points=args.points,
