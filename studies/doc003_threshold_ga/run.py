@@ -91,7 +91,9 @@ def main():
     parser.add_argument("--threshold", type=float, default=2.0, help="acceptable accuracy drop, points")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=HERE, help="folder of the outputs (default: next to this file)")
     args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
@@ -122,9 +124,9 @@ def main():
     frame["channels_removed"] = [int(space.n_genes - np.asarray(e.genome).sum()) for e in result.archive]
     columns = ["evaluation", "generation", "score", "accuracy", "accuracy_drop_points", "params_removed_pct",
                "macs_removed_pct", "channels_removed", "cached", "seconds"]
-    write_csv(frame[columns], os.path.join(HERE, "candidates.csv"), index=False)
+    write_csv(frame[columns], os.path.join(args.out, "candidates.csv"), index=False)
     history = best_by_generation(frame)
-    write_csv(history, os.path.join(HERE, "best_by_generation.csv"), index=False)
+    write_csv(history, os.path.join(args.out, "best_by_generation.csv"), index=False)
 
     best_i = int(frame["score"].idxmax())
     best = result.archive[best_i]
@@ -146,7 +148,7 @@ def main():
            "macs_removed_pct": flops, "test_drop_points": base_acc - pruned, "val_drop_points": np.nan}
           for name, base_acc, pruned, params, flops in PUBLISHED],
     ])
-    write_csv(table, os.path.join(HERE, "results.csv"), index=False)
+    write_csv(table, os.path.join(args.out, "results.csv"), index=False)
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     ax = axes[0, 0]
@@ -170,10 +172,10 @@ def main():
     fig.suptitle(f"document 003's threshold GA on {args.model} (MNIST) conv filters, {len(frame)} evaluations, "
                  f"seed {args.seed}")
     fig.tight_layout()
-    save_figure(fig, os.path.join(HERE, "threshold_ga.png"))
+    save_figure(fig, os.path.join(args.out, "threshold_ga.png"))
     plt.close(fig)
 
-    record = write_record(HERE, wall_s=time.perf_counter() - start, extra={
+    record = write_record(args.out, wall_s=time.perf_counter() - start, extra={
         "baseline_load_or_train_s": round(baseline_s, 1), "search_s": round(search_s, 1),
         "evaluations": len(frame), "generations": int(frame["generation"].max() + 1),
         "base_val_subset_accuracy": round(result.base_accuracy, 4), "base_test_accuracy": round(base_test, 4)})
