@@ -50,6 +50,7 @@ import torch
 
 import moprune
 from moprune.cli.config import parse_option
+from moprune.io import atomic_path
 from moprune.results.indicators import hypervolume
 
 ABLATIONS = ("moprune-notilt",)
@@ -292,13 +293,14 @@ def main(argv=None):
         report += ["", "## after equal retraining (test split)", pd.DataFrame(retrained).round(4).to_string(index=False)]
     text = "\n".join(report)
     print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        df.to_csv(args.out + ".csv", index=False)
-        pd.concat(points).to_csv(args.out + "_points.csv.gz", index=False)  # every candidate, for re-analysis
+    if args.out:  # each file written beside itself and renamed: never half-written
+        frames = {".csv": df, "_points.csv.gz": pd.concat(points)}  # points: every candidate, for re-analysis
         if retrained:
-            pd.DataFrame(retrained).to_csv(args.out + "_retrained.csv", index=False)
-        with open(args.out + ".txt", "w") as f:
+            frames["_retrained.csv"] = pd.DataFrame(retrained)
+        for suffix, frame in frames.items():
+            with atomic_path(args.out + suffix) as tmp:
+                frame.to_csv(tmp, index=False)
+        with atomic_path(args.out + ".txt") as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
 
 
