@@ -298,13 +298,15 @@ def test_cost_ceiling_repair_is_the_space_repair_until_a_ceiling_is_set(lenet):
     assert (space.cost(repair._do(None, X))["macs_ratio"] <= 0.2 + 1e-12).all()
 
 
-def test_focused_saturation_keeps_dominance_and_bounds_offspring_cost():
+@pytest.mark.parametrize("ceiling_drop, bound_drop", [(None, 5.0), (10.0, 10.0)])
+def test_focused_saturation_keeps_dominance_and_bounds_offspring_cost(ceiling_drop, bound_drop):
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     problem = tiny_problem()
-    # the tiny MLP loses accuracy fast: within 5 points is its "kept the base accuracy"
+    # the tiny MLP loses accuracy fast: within 5 points is its "kept the base accuracy"; the
+    # ceiling follows the saturation point (ceiling_drop None) or its own drop
     result = search(problem, "focused", pop_size=10, n_evals=100, seed=0, saturation_drop=5.0,
-                    ceiling_factor=1.2)
+                    ceiling_factor=1.2, ceiling_drop=ceiling_drop, ceiling_until=1.0)
     algorithm = result.pymoo_result.algorithm
     pop = algorithm.pop
     raw = np.array([ind.data["raw_F"] for ind in pop])
@@ -315,24 +317,34 @@ def test_focused_saturation_keeps_dominance_and_bounds_offspring_cost():
     # offspring of a generation are repaired under the ceiling the generations before set
     archive = problem.archive
     for g in range(1, max(e.generation for e in archive) + 1):
-        kept = [e.macs_ratio for e in archive if e.generation < g and 100 * (result.base_accuracy - e.accuracy) <= 5.0]
+        kept = [e.macs_ratio for e in archive
+                if e.generation < g and 100 * (result.base_accuracy - e.accuracy) <= bound_drop]
         ceiling = min(1.0, 1.2 * min(kept)) if kept else 1.0
         assert max(e.macs_ratio for e in archive if e.generation == g) <= ceiling + 1e-9, g
     assert algorithm.repair.ceiling < max(e.macs_ratio for e in archive if e.generation == 0)  # it binds
+    within = [e.macs_ratio for e in archive if 100 * (result.base_accuracy - e.accuracy) <= bound_drop]
+    assert algorithm.repair.ceiling == pytest.approx(min(1.0, 1.2 * min(within)))
+    # the compression still starts at the saturation point (within 5 points), whatever the ceiling follows
+    saturated = [e.macs_ratio for e in archive if 100 * (result.base_accuracy - e.accuracy) <= 5.0]
+    j = algorithm._cost_columns().index(problem.objectives.index("macs"))
+    assert np.exp(algorithm._saturation[j]) == pytest.approx(min(saturated))
 
 
 def test_focused_ceiling_is_lifted_after_ceiling_until_of_the_budget():
-    def final_ceiling(until):
+    def final_ceiling(**until):
         result = search(tiny_problem(), "focused", pop_size=10, n_evals=60, seed=0, saturation_drop=5.0,
-                        ceiling_factor=1.2, ceiling_until=until)
+                        ceiling_factor=1.2, **until)
         return result.pymoo_result.algorithm.repair.ceiling
 
-    assert final_ceiling(1.0) is not None
-    assert final_ceiling(0.3) is None
+    assert final_ceiling(ceiling_until=1.0) is not None
+    assert final_ceiling(ceiling_until=0.3) is None
+    assert final_ceiling() is None  # the default looks above the ceiling late in the run
     with pytest.raises(MopruneValueError, match="ceiling_until"):
         ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, ceiling_until=0.0)
     with pytest.raises(MopruneValueError, match="ceiling_factor"):
         ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, ceiling_factor=0.5)
+    with pytest.raises(MopruneValueError, match="ceiling_drop"):
+        ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, ceiling_drop=-1.0)
 
 
 def test_focused_keeps_the_front_outside_the_band_and_breeds_from_it():

@@ -18,11 +18,14 @@ crowding, tournament selection) and changes what it is fed:
   (``max_imbalance``, :func:`~moprune.operators.pruning.balance_groups`): a bottleneck group
   scores well before retraining but caps what retraining recovers;
 - cost is compressed above the smallest model that kept the base accuracy (within
-  ``saturation_drop`` points: the saturation point), and offspring are shrunk to at most
-  ``ceiling_factor`` times its MACs (:class:`~moprune.operators.pruning.CostCeilingRepair`).
-  Larger models barely differ in error but cost the most to evaluate (evaluation time grows
-  with MACs), so the budget goes to the models users pick from. The compression is a monotone
-  transform: it never changes which candidate dominates which, only how the front is spaced;
+  ``saturation_drop`` points: the saturation point), and for the first ``ceiling_until`` of the
+  budget offspring are shrunk to at most ``ceiling_factor`` times the MACs of the smallest model
+  no worse than the base (``ceiling_drop``: the lossless point;
+  :class:`~moprune.operators.pruning.CostCeilingRepair`). Larger models barely differ in error
+  but cost the most to evaluate (evaluation time grows with MACs), so most of the budget goes to
+  the models users pick from; the rest also looks above the ceiling. The compression is a
+  monotone transform: it never changes which candidate dominates which, only how the front is
+  spaced;
 - a small share of each generation's offspring (``tail_share``) is bred from the front of the
   candidates outside the band (the low-accuracy tail, small and cheap to evaluate), so the
   whole front keeps improving while the population stays in the band.
@@ -79,9 +82,12 @@ class FocusedNSGA2(NSGA2):
     """Slope of the (log) cost objectives above the saturation point (1: no compression)."""
 
     ceiling_factor = 1.0
-    """Offspring cost at most this multiple of the saturation point (``None``: no ceiling)."""
+    """Offspring cost at most this multiple of the ceiling point (``None``: no ceiling)."""
 
-    ceiling_until = 1.0
+    ceiling_drop = 0.0
+    """Accuracy points below the base of the ceiling point, the smallest model within them (``None``: the saturation point)."""
+
+    ceiling_until = 0.7
     """Fraction of the budget after which the ceiling is lifted."""
 
     tail_share = 0.1
@@ -90,6 +96,7 @@ class FocusedNSGA2(NSGA2):
     def _setup(self, problem, **kwargs):
         super()._setup(problem, **kwargs)
         self._saturation = None  # per objective: smallest log cost that kept the base accuracy
+        self._ceiling_point = None  # per objective: smallest log cost within ceiling_drop of the base
         self._tail = Population.empty()  # non-dominated candidates outside the band (raw objectives)
 
     def _infill(self):
@@ -155,21 +162,24 @@ class FocusedNSGA2(NSGA2):
         if infills is None or "error" not in self.problem.objectives:
             return
         cols = self._cost_columns()
+        ceiling_drop = self.saturation_drop if self.ceiling_drop is None else self.ceiling_drop
         for ind in infills:
             drop = ind.get("drop")
-            if drop is None or not np.isfinite(drop) or drop > self.saturation_drop:
+            if drop is None or not np.isfinite(drop):
                 continue
-            raw = ind.data.get("raw_F", ind.F)
-            costs = np.asarray(raw, dtype=float)[cols]
-            self._saturation = costs if self._saturation is None else np.minimum(self._saturation, costs)
+            costs = np.asarray(ind.data.get("raw_F", ind.F), dtype=float)[cols]
+            if drop <= self.saturation_drop:
+                self._saturation = costs if self._saturation is None else np.minimum(self._saturation, costs)
+            if drop <= ceiling_drop:
+                self._ceiling_point = costs if self._ceiling_point is None else np.minimum(self._ceiling_point, costs)
         repair = self.repair
         if isinstance(repair, CostCeilingRepair) and run_progress(self) >= self.ceiling_until:
             repair.ceiling = None
-        elif self._saturation is not None and self.ceiling_factor is not None and isinstance(repair, CostCeilingRepair):
+        elif self._ceiling_point is not None and self.ceiling_factor is not None and isinstance(repair, CostCeilingRepair):
             name = "macs" if repair.key == "macs_ratio" else "params"
             if name in self.problem.objectives:
                 j = self._cost_columns().index(self.problem.objectives.index(name))
-                repair.ceiling = min(1.0, self.ceiling_factor * float(np.exp(self._saturation[j])))
+                repair.ceiling = min(1.0, self.ceiling_factor * float(np.exp(self._ceiling_point[j])))
 
     def _apply_saturation(self, pop):
         """The search's cost objectives: log cost, with slope ``saturation_slope`` above saturation."""
@@ -216,7 +226,7 @@ def _largest_uniform_macs(space, limits):
 
 @ALGORITHMS.register("focused")
 def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
-                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_until=1.0, tail_share=0.1,
+                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
@@ -239,10 +249,13 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         saturation_slope: Slope in (0, 1] of the log cost objectives above the saturation point
             (1: none). Smaller values spend fewer offspring on large, slow-to-evaluate models
             whose accuracy hardly differs.
-        ceiling_factor: Offspring are shrunk to at most this multiple of the saturation point's
+        ceiling_factor: Offspring are shrunk to at most this multiple of the ceiling point's
             cost (``None``: no ceiling; the first population is not bounded).
+        ceiling_drop: Accuracy points below the base of the ceiling point, the smallest model
+            evaluated within them (0: the smallest no worse than the base on the validation
+            subset, the lossless point; ``None``: the saturation point).
         ceiling_until: Fraction of the budget in (0, 1] after which the ceiling is lifted: small,
-            fast-to-evaluate models first, then the larger ones.
+            fast-to-evaluate models first, then the larger ones (1: never lifted).
         tail_share: Share in [0, 0.5] of each generation's offspring bred from the front of the
             candidates more than ``band`` points below the base (0: none). They are small models,
             cheap to evaluate, and keep the low-accuracy end of the whole front improving.
@@ -309,6 +322,8 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
                                            unit="accuracy points")
     algorithm.saturation_slope = check_real("saturation_slope", saturation_slope, low=0.0, high=1.0, low_open=True)
     algorithm.ceiling_factor = check_real("ceiling_factor", ceiling_factor, low=1.0, allow_none=True)
+    algorithm.ceiling_drop = check_real("ceiling_drop", ceiling_drop, low=0.0, high=100.0, unit="accuracy points",
+                                        allow_none=True)
     algorithm.tail_share = check_real("tail_share", tail_share, low=0.0, high=0.5)
     algorithm.ceiling_until = check_real("ceiling_until", ceiling_until, low=0.0, high=1.0, low_open=True)
     return bind_problem(algorithm, view)
