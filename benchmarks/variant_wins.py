@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +27,10 @@ COLUMNS = [("hv_box", max), ("hv_region", max), ("hv_band", max), ("macs_within_
 
 
 def beats(mine: float, theirs: pd.Series, better) -> bool:
-    """Whether ``mine`` is strictly better than every value of ``theirs``."""
-    return bool(mine > theirs.max()) if better is max else bool(mine < theirs.min())
+    """Whether ``mine`` is strictly better than every value of ``theirs`` (NaN: found none, the worst)."""
+    if better is max:
+        return bool(mine > theirs.fillna(-np.inf).max())
+    return bool(mine < theirs.fillna(np.inf).min())
 
 
 def equal_time_wins(peer_points: pd.DataFrame, own_points: pd.DataFrame) -> dict:
