@@ -169,9 +169,9 @@ class FocusedNSGA2(NSGA2):
                 continue
             costs = np.asarray(ind.data.get("raw_F", ind.F), dtype=float)[cols]
             if drop <= self.saturation_drop:
-                self._saturation = costs if self._saturation is None else np.minimum(self._saturation, costs)
+                self._saturation = _lowest(self._saturation, costs)
             if drop <= ceiling_drop:
-                self._ceiling_point = costs if self._ceiling_point is None else np.minimum(self._ceiling_point, costs)
+                self._ceiling_point = _lowest(self._ceiling_point, costs)
         repair = self.repair
         if isinstance(repair, CostCeilingRepair) and run_progress(self) >= self.ceiling_until:
             repair.ceiling = None
@@ -207,6 +207,11 @@ class FocusedNSGA2(NSGA2):
     def _remember(self, infills):
         if infills is not None and isinstance(self.eliminate_duplicates, PlanDuplicateElimination):
             self.eliminate_duplicates.remember(infills)
+
+
+def _lowest(current, costs):
+    """Element-wise minimum of a running point (``None``: none yet) and new costs."""
+    return costs if current is None else np.minimum(current, costs)
 
 
 def _largest_uniform_macs(space, limits):
