@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from conftest_search import H1, H2, TinySpace, make_data, make_mlp, tiny_model
 from moprune.evaluation import AUTO_FINETUNE, EvalRecord, EvaluationCache, Evaluator, has_batchnorm, plan_seed
@@ -204,6 +205,7 @@ def test_bn_recalibration_modes():
     ({"seed": 1.5}, "seed must be an int >= 0; got 1.5"),
     ({"seed": -1}, "seed must be an int >= 0; got -1"),
     ({"num_threads": 0}, "num_threads must be None or an int >= 1; got 0"),
+    ({"channels_last": "yes"}, "channels_last must be one of ['auto', True, False]; got 'yes'"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(MopruneValueError) as info:
@@ -302,3 +304,47 @@ def test_finetune_plan_is_the_loop_fine_tuning_seeded_by_the_caller():
     assert not torch.equal(next(other.parameters()), next(model.parameters()))
     with pytest.raises(MopruneError, match="train_data"):
         Evaluator(VAL, n_samples=None).finetune_plan(space, plan, seed=0, steps=1)
+
+
+class _ConvNet(nn.Module):
+    input_shape = (3, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv2(torch.relu(self.conv1(x))))).flatten(1))
+
+
+@pytest.mark.parametrize("channels_last, expected", [("auto", True), (True, True), (False, False)])
+def test_channels_last_runs_candidates_in_that_format_with_the_same_results(monkeypatch, channels_last, expected):
+    from moprune.space import ChannelSpace
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = _ConvNet().eval()
+    x = torch.randn(300, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        data = TensorDataset(x, model(x).argmax(1))
+    space = ChannelSpace(model, encoding="ratio")
+    X = space.genomes_from_ratios(np.array([[1.0, 1.0], [0.5, 0.75], [0.25, 0.5]]))
+    reference = [r.accuracy for r in Evaluator(data, n_samples=None, device="cpu", channels_last=False)
+                 .evaluate(space, X)]
+    ev = Evaluator(data, n_samples=None, device="cpu", channels_last=channels_last)
+    formats = []
+    accuracy = ev.accuracy
+
+    def spy(m):
+        formats.append(m.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+                       and not m.conv1.weight.is_contiguous())
+        return accuracy(m)
+
+    monkeypatch.setattr(ev, "accuracy", spy)
+    assert [r.accuracy for r in ev.evaluate(space, X)] == pytest.approx(reference, abs=1e-12)
+    assert reference[0] == 1.0 and formats == [expected] * 3
+    assert ev.evaluate_model(model) == 1.0
+    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model untouched
