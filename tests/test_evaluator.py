@@ -348,3 +348,9 @@ def test_channels_last_runs_candidates_in_that_format_with_the_same_results(monk
     assert reference[0] == 1.0 and formats == [expected] * 3
     assert ev.evaluate_model(model) == 1.0
     assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model untouched
+    tuned = Evaluator(data, n_samples=None, device="cpu", channels_last=channels_last, train_data=data, finetune=3)
+    formats.clear()
+    accuracy = tuned.accuracy
+    monkeypatch.setattr(tuned, "accuracy", spy)
+    tuned.evaluate(space, X)  # fine-tuned candidates are measured in the same format
+    assert formats == [expected] * 3

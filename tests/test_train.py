@@ -121,3 +121,16 @@ def test_diverging_training_stops_with_an_error_that_names_the_learning_rate(lr)
     # a sane rate on the same model and data trains through
     assert fit(mlp(), blobs(), epochs=1, lr=0.05, batch_size=32, generator=torch.Generator().manual_seed(0),
                progress=False) < 1.0
+
+
+def test_fit_on_the_cpu_hands_a_conv_model_back_in_the_usual_format():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    x = torch.randn(64, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    data = TensorDataset(x, (x.mean((1, 2, 3)) > 0).long())
+    seen = []
+    model[0].register_forward_pre_hook(lambda m, inputs: seen.append(
+        m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()))
+    fit(model, data, epochs=1, batch_size=16, progress=False, device="cpu")
+    assert seen and all(seen)  # trained in channels-last format ...
+    assert model[0].weight.is_contiguous()  # ... and handed back contiguous
