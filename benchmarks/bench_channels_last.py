@@ -5,7 +5,10 @@ drawn at random per group, seeded; ratio encoding) are evaluated on 1,000 valida
 ``Evaluator(channels_last=False)`` and by the default ``channels_last="auto"`` (channels-last on
 the CPU), alternating in 3 rounds, 1 thread, CPU time. Printed: the median CPU seconds per
 candidate of each, their ratio, and how many candidates' accuracies differ between the two
-(floating-point rounding only; expected 0).
+(floating-point rounding only; expected 0). Then training (:func:`moprune.train.fit`, which
+trains channels-last on the CPU unless ``moprune.train.CPU_CHANNELS_LAST`` is off): 100 SGD
+steps of batch 128 on the uniform half-width model of each zoo model, both ways, with the final
+training losses (equal up to rounding).
 
 Run: ``.venv/bin/python benchmarks/bench_channels_last.py`` (the committed output is
 ``benchmarks/results/bench_channels_last.txt``).
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 import moprune
+import moprune.train
 
 
 def per_candidate_seconds(space, X, val, channels_last):
@@ -57,6 +61,26 @@ def main() -> None:
         slow, fast = statistics.median(times[False]), statistics.median(times["auto"])
         diffs = int(np.sum(accuracies[False] != accuracies["auto"]))
         print(f"{name:14s} {slow:13.4f} {fast:16.4f} {slow / fast:8.2f}x {diffs:>8d} of {len(X)}", flush=True)
+    print(f"\n{'fit, 100 steps':14s} {'contiguous s':>13s} {'channels_last s':>16s} {'speed-up':>9s} {'final losses':>15s}")
+    train = moprune.load_mnist().train
+    for name in args.models:
+        model = moprune.pretrained(name, progress=False)
+        space = moprune.ChannelSpace(model, encoding="ratio")
+        half = space.genomes_from_ratios(np.full((1, len(space.group_slices)), 0.5))[0]
+        times = {False: [], True: []}
+        losses = {}
+        for _ in range(args.rounds):
+            for setting in times:
+                moprune.train.CPU_CHANNELS_LAST = setting
+                candidate = space.materialize(half)
+                start = time.process_time()
+                losses[setting] = moprune.train.fit(candidate, train, max_steps=100, lr=0.01, progress=False,
+                                                    generator=torch.Generator().manual_seed(0), device="cpu")
+                times[setting].append(time.process_time() - start)
+        moprune.train.CPU_CHANNELS_LAST = True
+        slow, fast = statistics.median(times[False]), statistics.median(times[True])
+        print(f"{name:14s} {slow:13.3f} {fast:16.3f} {slow / fast:8.2f}x {losses[False]:.5f} {losses[True]:.5f}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -466,3 +466,42 @@ def test_focused_max_imbalance_bounds_every_candidate(lenet):
     loose = search(tiny_problem(), "focused", pop_size=10, n_evals=60, seed=0)
     R_loose = space.group_ratios(np.array([e.genome for e in loose.archive]))
     assert (R_loose.min(axis=1) / _gmean(R_loose)).min() < (R.min(axis=1) / _gmean(R)).min()
+
+
+def test_focused_keeps_the_front_within_ceiling_drop_and_breeds_it_above_the_ceiling():
+    from pymoo.util.nds.non_dominated_sorting import find_non_dominated
+
+    def run(**head):
+        problem = tiny_problem()
+        result = search(problem, "focused", pop_size=10, n_evals=120, seed=0, saturation_drop=5.0, ceiling_drop=5.0,
+                        ceiling_factor=1.0, ceiling_until=1.0, **head)
+        return problem, result, result.pymoo_result.algorithm
+
+    def above_ceiling(problem, result):
+        """Candidates of each generation above the ceiling the generations before set."""
+        archive, count = problem.archive, 0
+        for g in range(1, max(e.generation for e in archive) + 1):
+            kept = [e.macs_ratio for e in archive
+                    if e.generation < g and 100 * (result.base_accuracy - e.accuracy) <= 5.0]
+            ceiling = min(kept) if kept else 1.0
+            count += sum(e.macs_ratio > ceiling + 1e-9 for e in archive if e.generation == g)
+        return count
+
+    problem, result, algorithm = run(head_share=0.3, head_after=0)
+    head = algorithm._head
+    assert len(head) > 0
+    assert all(ind.get("drop") <= 5.0 for ind in head)  # every member is within ceiling_drop of the base
+    raw = np.array([ind.data["raw_F"] for ind in head])
+    assert len(find_non_dominated(raw)) == len(head)
+    kept = [e for e in problem.archive if 100 * (result.base_accuracy - e.accuracy) <= 5.0]
+    for e in kept:  # the front of every such candidate: each is weakly dominated by a member
+        point = np.array([1.0 - e.accuracy, np.log(e.macs_ratio)])
+        assert (raw <= point + 1e-9).all(axis=1).any(), e
+    assert above_ceiling(problem, result) > 0  # its offspring are not bound by the ceiling
+    problem, result, without = run(head_share=0.0)
+    assert len(without._head) == 0 and above_ceiling(problem, result) == 0
+    problem, result, late = run(head_share=0.3, head_after=120)  # never reached: nothing bred
+    assert above_ceiling(problem, result) == 0
+    for bad in ({"head_share": 0.8}, {"head_after": 0.5}, {"head_after": -1}):
+        with pytest.raises(MopruneValueError, match=next(iter(bad))):
+            ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, **bad)

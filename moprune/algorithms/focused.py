@@ -29,6 +29,10 @@ crowding, tournament selection) and changes what it is fed:
 - a small share of each generation's offspring (``tail_share``) is bred from the front of the
   candidates outside the band (the low-accuracy tail, small and cheap to evaluate), so the
   whole front keeps improving while the population stays in the band.
+- after ``head_after`` evaluations (long runs only), another small share (``head_share``) is
+  bred from the front of the candidates no worse than the base (the head), free of the ceiling:
+  smaller models that keep or beat the base accuracy, where the population, held under the
+  ceiling, does not look.
 
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
@@ -93,16 +97,28 @@ class FocusedNSGA2(NSGA2):
     tail_share = 0.1
     """Share of each generation's offspring bred from the front of the candidates outside the band."""
 
+    head_share = 0.1
+    """Share of each generation's offspring bred, not bound by the ceiling, from the front of the candidates within ``ceiling_drop``."""
+
+    head_after = 500
+    """Evaluations spent before the head is bred."""
+
     def _setup(self, problem, **kwargs):
         super()._setup(problem, **kwargs)
         self._saturation = None  # per objective: smallest log cost that kept the base accuracy
         self._ceiling_point = None  # per objective: smallest log cost within ceiling_drop of the base
         self._tail = Population.empty()  # non-dominated candidates outside the band (raw objectives)
+        self._head = Population.empty()  # non-dominated candidates within ceiling_drop (raw objectives)
 
     def _infill(self):
         eliminator = self.eliminate_duplicates
         n_tail = min(int(round(self.tail_share * self.n_offsprings)), len(self._tail))
-        off = self._breed_tail(n_tail) if n_tail else Population.empty()
+        off = self._breed(self._tail, n_tail) if n_tail else Population.empty()
+        n_head = min(int(round(self.head_share * self.n_offsprings)), len(self._head))
+        n_head = n_head if self.evaluator.n_eval >= self.head_after else 0
+        if n_head:
+            head = self._breed(self._head, n_head, uncapped=True)
+            off = Population.merge(off, head) if len(off) else head
         main = self.mating.do(self.problem, self.pop, self.n_offsprings - len(off), algorithm=self,
                               random_state=self.random_state)
         off = Population.merge(off, main) if len(off) else main
@@ -129,12 +145,23 @@ class FocusedNSGA2(NSGA2):
         self._apply_view(self.pop if infills is None else Population.merge(self.pop, infills), infills)
         return super()._advance(infills=infills, **kwargs)
 
-    def _breed_tail(self, n):
-        """``n`` offspring of parents drawn at random from the out-of-band front (may be fewer: duplicates)."""
+    def _breed(self, pool, n, uncapped=False):
+        """``n`` offspring of parents drawn at random from ``pool`` (may be fewer: duplicates).
+
+        ``uncapped``: the repair's cost ceiling does not apply to them.
+        """
         n_matings = -(-n // self.mating.crossover.n_offsprings)
-        index = self.random_state.integers(len(self._tail), size=(n_matings, self.mating.crossover.n_parents))
-        off = self.mating.do(self.problem, self._tail, n, parents=self._tail[index], algorithm=self,
-                             random_state=self.random_state)
+        index = self.random_state.integers(len(pool), size=(n_matings, self.mating.crossover.n_parents))
+        repair = self.repair if uncapped and isinstance(self.repair, CostCeilingRepair) else None
+        ceiling = repair.ceiling if repair is not None else None
+        if repair is not None:
+            repair.ceiling = None
+        try:
+            off = self.mating.do(self.problem, pool, n, parents=pool[index], algorithm=self,
+                                 random_state=self.random_state)
+        finally:
+            if repair is not None:
+                repair.ceiling = ceiling
         return off[:n]
 
     def _update_tail(self, infills):
@@ -148,11 +175,27 @@ class FocusedNSGA2(NSGA2):
         F = np.array([ind.data.get("raw_F", ind.F) for ind in pool], dtype=float)
         self._tail = pool[find_non_dominated(F)]
 
+    def _ceiling_drop(self):
+        return self.saturation_drop if self.ceiling_drop is None else self.ceiling_drop
+
+    def _update_head(self, infills):
+        """Keep the non-dominated set (raw objectives) of the candidates within ``ceiling_drop`` of the base."""
+        if infills is None or self.head_share == 0:
+            return
+        new = [ind for ind in infills if ind.get("drop") is not None and np.isfinite(ind.get("drop"))
+               and ind.get("drop") <= self._ceiling_drop()]
+        if not new:
+            return
+        pool = Population.merge(self._head, Population.create(*new)) if len(self._head) else Population.create(*new)
+        F = np.array([ind.data.get("raw_F", ind.F) for ind in pool], dtype=float)
+        self._head = pool[find_non_dominated(F)]
+
     def _apply_view(self, pop, infills):
         self._update_saturation(infills)
         self._apply_saturation(pop)
         self._apply_band(pop)
         self._update_tail(infills)
+        self._update_head(infills)
 
     def _cost_columns(self):
         return [j for j, name in enumerate(self.problem.objectives) if name != "error"]
@@ -162,7 +205,7 @@ class FocusedNSGA2(NSGA2):
         if infills is None or "error" not in self.problem.objectives:
             return
         cols = self._cost_columns()
-        ceiling_drop = self.saturation_drop if self.ceiling_drop is None else self.ceiling_drop
+        ceiling_drop = self._ceiling_drop()
         for ind in infills:
             drop = ind.get("drop")
             if drop is None or not np.isfinite(drop):
@@ -231,7 +274,7 @@ def _largest_uniform_macs(space, limits):
 
 @ALGORITHMS.register("focused")
 def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
-                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1,
+                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.1, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
@@ -264,6 +307,13 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         tail_share: Share in [0, 0.5] of each generation's offspring bred from the front of the
             candidates more than ``band`` points below the base (0: none). They are small models,
             cheap to evaluate, and keep the low-accuracy end of the whole front improving.
+        head_share: Share in [0, 0.5] of each generation's offspring bred from the front of the
+            candidates within ``ceiling_drop`` of the base (by default: no worse than it), and not
+            bound by the ceiling (0: none): they look for smaller models that keep or beat the
+            base accuracy above the ceiling point.
+        head_after: Evaluations spent before the head is bred: a run of up to this many
+            evaluations spends them all on the band; a longer one also looks for small models
+            that score at least as well as the base.
         sweep_fraction: Share of the first population that is the uniform keep-ratio sweep.
         sweep_min_macs: MACs ratio of the smallest uniform model of the sweep.
         sweep_max_macs: MACs ratio of the largest uniform model of the sweep (and of the levels the
@@ -330,5 +380,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
     algorithm.ceiling_drop = check_real("ceiling_drop", ceiling_drop, low=0.0, high=100.0, unit="accuracy points",
                                         allow_none=True)
     algorithm.tail_share = check_real("tail_share", tail_share, low=0.0, high=0.5)
+    algorithm.head_share = check_real("head_share", head_share, low=0.0, high=0.5)
+    algorithm.head_after = check_int("head_after", head_after, low=0)
     algorithm.ceiling_until = check_real("ceiling_until", ceiling_until, low=0.0, high=1.0, low_open=True)
     return bind_problem(algorithm, view)
