@@ -29,10 +29,11 @@ crowding, tournament selection) and changes what it is fed:
 - a small share of each generation's offspring (``tail_share``) is bred from the front of the
   candidates outside the band (the low-accuracy tail, small and cheap to evaluate), so the
   whole front keeps improving while the population stays in the band.
-- after ``head_after`` evaluations (long runs only), another small share (``head_share``) is
-  bred from the front of the candidates no worse than the base (the head), free of the ceiling:
-  smaller models that keep or beat the base accuracy, where the population, held under the
-  ceiling, does not look.
+- optionally (``head_share``, off by default), after ``head_after`` evaluations another small
+  share is bred from the front of the candidates no worse than the base (the head), free of the
+  ceiling. On ``mnist_cnn`` what it finds are models that beat the base on the validation subset
+  by one or two images and lose to it on held-out images (``benchmarks/heldout_check.py``), so
+  it is not part of the default.
 
 The archive and the result are those of the problem given: same objectives, same feasibility.
 """
@@ -97,7 +98,7 @@ class FocusedNSGA2(NSGA2):
     tail_share = 0.1
     """Share of each generation's offspring bred from the front of the candidates outside the band."""
 
-    head_share = 0.1
+    head_share = 0.0
     """Share of each generation's offspring bred, not bound by the ceiling, from the front of the candidates within ``ceiling_drop``."""
 
     head_after = 500
@@ -274,7 +275,7 @@ def _largest_uniform_macs(space, limits):
 
 @ALGORITHMS.register("focused")
 def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=None, band_after=0.0, saturation_drop=0.5,
-                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.1, head_after=500,
+                 saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.0, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
                  swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
@@ -309,8 +310,10 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
             cheap to evaluate, and keep the low-accuracy end of the whole front improving.
         head_share: Share in [0, 0.5] of each generation's offspring bred from the front of the
             candidates within ``ceiling_drop`` of the base (by default: no worse than it), and not
-            bound by the ceiling (0: none): they look for smaller models that keep or beat the
-            base accuracy above the ceiling point.
+            bound by the ceiling (0: none, the default): they look above the ceiling point for
+            smaller models that keep or beat the base accuracy. Models that beat the base on a
+            small validation subset mostly do so by chance: check them on held-out images
+            (``benchmarks/heldout_check.py``).
         head_after: Evaluations spent before the head is bred: a run of up to this many
             evaluations spends them all on the band; a longer one also looks for small models
             that score at least as well as the base.
