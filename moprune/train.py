@@ -63,7 +63,12 @@ not finite or exceeds this multiple of the first batch's (at least 1)."""
 
 CPU_CHANNELS_LAST = True
 """On the CPU, :func:`fit` trains in channels-last memory format (convolutions run faster:
-``benchmarks/bench_channels_last.py``) and hands the model back contiguous."""
+``benchmarks/bench_channels_last.py``) and hands the model back in the format it came in."""
+
+
+def _is_channels_last(model):
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
 
 
 def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps: Optional[int] = None,
@@ -114,8 +119,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
         check_choice("augment", augment, AUGMENTATIONS)
     device = resolve_device(device)
     model.to(device)
-    channels_last = CPU_CHANNELS_LAST and device.type == "cpu"
-    if channels_last:
+    converted = CPU_CHANNELS_LAST and device.type == "cpu" and not _is_channels_last(model)
+    if converted:
         model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
@@ -167,8 +172,8 @@ def fit(model: nn.Module, dataset: TensorDataset, *, epochs: int = 1, max_steps:
                 break
     finally:
         bar.close()
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)  # handed back in the usual format
+        if converted:
+            model.to(memory_format=torch.contiguous_format)  # handed back in the format it came in
     model.eval()
     return last_loss
 

@@ -123,7 +123,7 @@ def test_diverging_training_stops_with_an_error_that_names_the_learning_rate(lr)
                progress=False) < 1.0
 
 
-def test_fit_on_the_cpu_hands_a_conv_model_back_in_the_usual_format():
+def test_fit_on_the_cpu_trains_channels_last_and_hands_the_model_back_as_it_came():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
     x = torch.randn(64, 3, 6, 6, generator=torch.Generator().manual_seed(1))
@@ -133,4 +133,7 @@ def test_fit_on_the_cpu_hands_a_conv_model_back_in_the_usual_format():
         m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()))
     fit(model, data, epochs=1, batch_size=16, progress=False, device="cpu")
     assert seen and all(seen)  # trained in channels-last format ...
-    assert model[0].weight.is_contiguous()  # ... and handed back contiguous
+    assert model[0].weight.is_contiguous()  # ... and handed back contiguous, as it came
+    model.to(memory_format=torch.channels_last)
+    fit(model, data, epochs=1, batch_size=16, progress=False, device="cpu")
+    assert not model[0].weight.is_contiguous()  # one that came in channels-last stays so

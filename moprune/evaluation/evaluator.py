@@ -487,7 +487,6 @@ class Evaluator:
                 model, loss = self.finetune_plan(space, plan, seed=plan_seed(self.seed, plan.key))
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"fine-tuning loss is {loss}")
-                model = self._to_device(model)  # training hands the model back in the usual format
             else:
                 model = self._to_device(space.materialize(plan))
             if self._wants_bn(model):
