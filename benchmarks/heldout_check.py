@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 import torch
+from bench_peers import search_option  # a sibling script: reads --option KEY=VALUE, errors name it
 from torch.utils.data import TensorDataset
 
 import moprune
-from moprune.cli.config import parse_option
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evals", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=parse_option)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=search_option)
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = moprune.load_mnist()
