@@ -7,6 +7,9 @@ same number of evaluations:
 - ``moprune``: ``moprune.search(problem, n_evals=N, seed=s)`` with no options (the default);
 - ``moprune-notilt``: the default with ``tilt_fraction=0.0`` (no parameter-tilted twins in its
   first population: the default before 2026-12-06; an ablation, not a peer);
+- ``moprune-noscreen``: the default with ``screen=False`` (every candidate measured on all the
+  validation images, none stopped early as dominated: the default before 2026-12-06, session 14;
+  an ablation, not a peer);
 - ``moprune-nsga2``: ``moprune.search(problem, "nsga2", ...)`` (the default before 2026-12-01);
 - ``random``: ``moprune.search(problem, "random", ...)``;
 - ``optuna-tpe``: Optuna's ``TPESampler(multivariate=True, seed=s)`` (ratio encodings only: one
@@ -53,10 +56,10 @@ from moprune.cli.config import parse_option
 from moprune.io import atomic_path
 from moprune.results.indicators import hypervolume
 
-ABLATIONS = ("moprune-notilt",)
+ABLATIONS = ("moprune-notilt", "moprune-noscreen")
 """The default with one of its parts off: reported, but not counted as a peer to beat."""
 
-METHODS = ("moprune", "moprune-notilt", "moprune-nsga2", "random", "optuna-tpe", "optuna-nsga2", "uniform")
+METHODS = ("moprune", "moprune-notilt", "moprune-noscreen", "moprune-nsga2", "random", "optuna-tpe", "optuna-nsga2", "uniform")
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -73,8 +76,8 @@ class TimedEvaluator(moprune.Evaluator):
         self.clock = clock
         self.stamps = []
 
-    def evaluate(self, space, X):
-        records = super().evaluate(space, X)
+    def evaluate(self, space, X, error_bounds=None):
+        records = super().evaluate(space, X, error_bounds)
         self.stamps.extend([now() - self.clock[0]] * len(records))
         return records
 
@@ -132,6 +135,8 @@ def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, op
         moprune.search(problem, n_evals=n_evals, seed=seed, **(options or {}))
     elif method == "moprune-notilt":  # the default without its first population's tilted twins (ablation)
         moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "tilt_fraction": 0.0})
+    elif method == "moprune-noscreen":  # the default measuring every candidate in full (ablation)
+        moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "screen": False})
     elif method == "moprune-nsga2":
         moprune.search(problem, "nsga2", n_evals=n_evals, seed=seed)
     elif method == "random":

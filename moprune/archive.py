@@ -35,6 +35,8 @@ class Evaluation:
         cached: Served from the evaluation cache instead of being run.
         seconds: Wall time spent evaluating it (0 when cached).
         error: The error message when evaluation failed, else ``None``.
+        screened: Measurement stopped early because the candidate is dominated (see
+            :attr:`moprune.PruningProblem.screen`); ``accuracy`` is then an upper bound.
     """
 
     genome: np.ndarray
@@ -52,6 +54,7 @@ class Evaluation:
     cached: bool = False
     seconds: float = 0.0
     error: Optional[str] = None
+    screened: bool = False
 
 
 @dataclass

@@ -22,10 +22,13 @@ from moprune.exceptions import invalid_value
 from moprune.scoring import Scoring, make_scoring
 from moprune.space.base import Plan, Space
 from moprune.space.channels import ChannelSpace
-from moprune.validation import check_real
+from moprune.validation import check_bool, check_real
 
 OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
+
+_COST_COLUMNS = {"macs": ("macs_ratio", 1.0), "params": ("params_ratio", 1.0), "sparsity": ("sparsity", -1.0)}
+"""Cost objective -> (archive/cost key, sign making smaller better)."""
 
 SCORE_OBJECTIVE = "neg_score"
 """Name of the objective a scalarized problem minimises (``-score``)."""
@@ -87,6 +90,13 @@ class PruningProblem(Problem):
         space, evaluator, objectives, max_accuracy_drop: As given.
         archive: Every :class:`moprune.archive.Evaluation` requested so far, in order.
         generation: The current generation (0-based), set by :func:`moprune.search`.
+        screen: Stop measuring a candidate once it has made more validation errors than an
+            archived model at most as costly in every cost objective made in all: it is
+            dominated whatever the rest of the images say, so the front is the same (default
+            ``False``; the default search sets it on its view). Its archive entry is marked
+            ``screened`` and its accuracy is an upper bound. The evaluator's validation images
+            are then ordered hardest first for the base model (:meth:`moprune.Evaluator.rank_images`),
+            so that most such candidates stop after a few batches.
 
     Raises:
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
@@ -108,6 +118,7 @@ class PruningProblem(Problem):
         self.archive = []
         self.generation = 0
         self._base_accuracy = None
+        self._reference_start = 0  # archive entries before it were measured on other weights (rebase)
         super().__init__(n_var=space.n_var, n_obj=self._n_obj(),
                          n_ieq_constr=0 if self.max_accuracy_drop is None else 1,
                          xl=np.asarray(space.xl, dtype=float), xu=np.asarray(space.xu, dtype=float),
@@ -144,10 +155,13 @@ class PruningProblem(Problem):
         """Names of the values stored in each archive entry's ``objectives``."""
         return self.objectives
 
+    screen = False
+
     def reset(self) -> None:
         """Start a fresh archive (the evaluator's cache is kept)."""
         self.archive = []
         self.generation = 0
+        self._reference_start = 0
 
     # ------------------------------------------------------------ evaluation
     def measure(self, X: np.ndarray) -> Dict[str, Any]:
@@ -161,7 +175,11 @@ class PruningProblem(Problem):
         """
         X = self.as_genomes(X)
         cost = self.space.cost(X)
-        records = self.evaluator.evaluate(self.space, X)
+        bounds = self.error_bounds(cost) if self.screen else None
+        if bounds is not None and any(b is not None for b in bounds):
+            records = self.evaluator.evaluate(self.space, X, error_bounds=bounds)
+        else:
+            records = self.evaluator.evaluate(self.space, X)
         failed = np.array([r.error is not None for r in records], dtype=bool)
         accuracy = np.array([r.accuracy for r in records], dtype=float)
         failed |= ~np.isfinite(accuracy)
@@ -177,6 +195,41 @@ class PruningProblem(Problem):
         m["records"] = records
         m["X"] = X
         return m
+
+    def error_bounds(self, cost: Dict[str, Any]) -> Optional[List[Optional[int]]]:
+        """Per candidate, the fewest validation errors of an archived model at most as costly.
+
+        "At most as costly" in every cost objective of the problem (``macs``, ``params``,
+        ``sparsity``); archive entries that failed or were screened do not count, nor those
+        measured before a :meth:`rebase`. A candidate that makes more errors than its bound is
+        dominated by that model (see :attr:`screen`). The first call orders the evaluator's
+        validation images hardest first.
+
+        Args:
+            cost: ``space.cost(X)`` of the candidates.
+
+        Returns:
+            One bound (an int, or ``None`` where no archived model is at most as costly) per
+            candidate; ``None`` when ``"error"`` is not an objective.
+        """
+        root = getattr(self, "parent", self)
+        if "error" not in root.objectives:
+            return None
+        if hasattr(self.evaluator, "rank_images") and not self.evaluator.images_ranked:
+            self.evaluator.rank_images(self.space.model)
+        columns = [_COST_COLUMNS[name] for name in root.objectives if name != "error"]
+        n_images = len(self.evaluator.val_subset)
+        reference = [e for e in root.archive[getattr(root, "_reference_start", 0):]
+                     if e.error is None and not getattr(e, "screened", False) and np.isfinite(e.accuracy)]
+        n = len(np.asarray(cost["macs_ratio"]))
+        if not reference or not columns:
+            return [None] * n
+        R = np.array([[sign * float(getattr(e, key)) for key, sign in columns] for e in reference])
+        errors = np.array([int(round((1.0 - e.accuracy) * n_images)) for e in reference])
+        C = np.column_stack([sign * np.asarray(cost[key], dtype=float) for key, sign in columns])
+        cheaper = (R[None, :, :] <= C[:, None, :]).all(axis=2)  # candidate x reference
+        fewest = np.where(cheaper, errors[None, :], np.iinfo(np.int64).max).min(axis=1)
+        return [int(b) if cheaper[i].any() else None for i, b in enumerate(fewest)]
 
     def objective_values(self, m: Dict[str, Any]) -> np.ndarray:
         """The ``n x n_obj`` matrix of :attr:`objectives` from :meth:`measure`'s output."""
@@ -243,6 +296,7 @@ class PruningProblem(Problem):
         self.space = self.space.rebase(model, plan)
         if drop_cache:
             self.evaluator.cache.clear()
+        self._reference_start = len(self.archive)  # screening compares with the new weights' models only
         return self.space
 
     def _record(self, m, F, G):
@@ -265,6 +319,7 @@ class PruningProblem(Problem):
                 cached=bool(rec.cached),
                 seconds=float(rec.seconds),
                 error=rec.error,
+                screened=bool(getattr(rec, "screened", False)),
             ))
 
     def _evaluate(self, X, out, *args, **kwargs):
@@ -399,13 +454,16 @@ class FocusedProblem(ProblemView):
     Args:
         parent: The :class:`PruningProblem` it views.
         band: Accuracy drop in points that the search focuses on (``None``: no band).
+        screen: Stop measuring candidates that are certainly dominated (see
+            :attr:`PruningProblem.screen`).
 
     Attributes:
-        parent, band: As given.
+        parent, band, screen: As given.
     """
 
-    def __init__(self, parent, band):
+    def __init__(self, parent, band, screen=False):
         parent = self.root(parent)
+        self.screen = check_bool("screen", screen)
         self.band = check_real("band", band, low=0.0, high=100.0, allow_none=True, unit="accuracy points")
         if self.band is not None and "error" not in parent.objectives:
             raise invalid_value("band", "None when 'error' is not an objective", band)

@@ -336,21 +336,89 @@ def test_channels_last_runs_candidates_in_that_format_with_the_same_results(monk
                  .evaluate(space, X)]
     ev = Evaluator(data, n_samples=None, device="cpu", channels_last=channels_last)
     formats = []
-    accuracy = ev.accuracy
+    measure = ev._measure
 
-    def spy(m):
+    def spy(m, max_errors=None):
         formats.append(m.conv1.weight.is_contiguous(memory_format=torch.channels_last)
                        and not m.conv1.weight.is_contiguous())
-        return accuracy(m)
+        return measure(m, max_errors)
 
-    monkeypatch.setattr(ev, "accuracy", spy)
+    monkeypatch.setattr(ev, "_measure", spy)
     assert [r.accuracy for r in ev.evaluate(space, X)] == pytest.approx(reference, abs=1e-12)
     assert reference[0] == 1.0 and formats == [expected] * 3
     assert ev.evaluate_model(model) == 1.0
     assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model untouched
     tuned = Evaluator(data, n_samples=None, device="cpu", channels_last=channels_last, train_data=data, finetune=3)
     formats.clear()
-    accuracy = tuned.accuracy
-    monkeypatch.setattr(tuned, "accuracy", spy)
+    measure = tuned._measure
+    monkeypatch.setattr(tuned, "_measure", spy)
     tuned.evaluate(space, X)  # fine-tuned candidates are measured in the same format
     assert formats == [expected] * 3
+
+
+# ----------------------------------------------------------------- screening
+def _full_errors(ev, space, x):
+    model = space.materialize(x)
+    with torch.no_grad():
+        return int((model(ev.val_subset.tensors[0]).argmax(1) != ev.val_subset.tensors[1]).sum())
+
+
+def test_screened_run_stops_past_max_errors_and_reports_an_upper_bound():
+    space = TinySpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, batch_size=40, num_threads=1, cache=False)
+    n = len(ev.val_subset)
+    X = _genomes(4, 6)
+    for x in X:
+        plan = space.decode(x)
+        errors = _full_errors(ev, space, x)
+        assert errors >= 4  # the pruned MLP makes errors to stop on
+        full = ev.run(space, plan)
+        loose = ev.run(space, plan, max_errors=errors)  # never exceeded: measured to the end
+        tight = ev.run(space, plan, max_errors=errors // 3)
+        assert not full.screened and not loose.screened and loose.accuracy == full.accuracy
+        assert full.accuracy == pytest.approx(1 - errors / n)
+        assert tight.screened
+        seen = round((1 - tight.accuracy) * n)
+        assert errors // 3 < seen <= errors  # stopped after the bound, so the accuracy is an upper bound
+        assert tight.accuracy >= full.accuracy
+
+
+def test_screened_records_in_the_cache_serve_only_bounds_they_still_exceed():
+    space = TinySpace(tiny_model())
+    ev = Evaluator(VAL, n_samples=None, batch_size=40, num_threads=1)
+    x = _genomes(5, 1)
+    errors = _full_errors(ev, space, x[0])
+    (first,) = ev.evaluate(space, x, error_bounds=[1])
+    assert first.screened and ev.n_evaluated == 1
+    (again,) = ev.evaluate(space, x, error_bounds=[0])  # still exceeded: served by the cache
+    assert again.cached and again.screened and ev.n_evaluated == 1
+    (full,) = ev.evaluate(space, x)  # no bound: measured again, to the end
+    assert not full.cached and not full.screened and ev.n_evaluated == 2
+    assert full.accuracy == pytest.approx(1 - errors / len(VAL))
+    (served,) = ev.evaluate(space, x, error_bounds=[0])  # a full record serves any bound
+    assert served.cached and not served.screened
+    with pytest.raises(MopruneValueError, match="error_bounds"):
+        ev.evaluate(space, _genomes(6, 2), error_bounds=[1])
+
+
+def test_rank_images_puts_the_hardest_first_and_survives_pickling():
+    model = tiny_model()
+    ev = Evaluator(VAL, n_samples=200, batch_size=64, num_threads=1, seed=3)
+    before = ev.evaluate_model(model)
+    images = ev.val_subset.tensors[0].clone()
+    assert not ev.images_ranked
+    ev.rank_images(model)
+    assert ev.images_ranked
+    x, y = ev.val_subset.tensors
+    with torch.no_grad():
+        out = model(x)
+    true = out.gather(1, y[:, None])[:, 0]
+    rest = out.scatter(1, y[:, None], float("-inf")).max(1).values
+    margin = (true - rest).numpy()
+    assert (np.diff(margin) >= -1e-5).all()  # smallest margin (misclassified) first
+    assert not torch.equal(x, images)  # the order changed, not the images
+    assert sorted(map(tuple, x.numpy().round(5))) == sorted(map(tuple, images.numpy().round(5)))
+    assert ev.evaluate_model(model) == pytest.approx(before)
+    back = pickle.loads(pickle.dumps(ev))
+    back.attach_data(VAL)
+    assert torch.equal(back.val_subset.tensors[0], x) and back.images_ranked

@@ -192,6 +192,23 @@ def test_search_defaults_to_focused():
     assert len({e.plan_key for e in result.archive}) == 30  # no plan asked for twice
 
 
+def test_focused_screens_dominated_candidates_unless_told_not_to():
+    result = search(tiny_problem(), n_evals=60, seed=2)
+    screened = [e for e in result.archive if e.screened]
+    assert len(screened) >= 3
+    measured = [e for e in result.archive if not e.screened]
+    for e in screened:  # each is dominated by a fully measured candidate of an earlier generation
+        assert any(d.generation < e.generation and d.macs_ratio <= e.macs_ratio and d.accuracy > e.accuracy
+                   for d in measured)
+    from moprune.results import pareto_front, to_frame
+
+    assert to_frame(result)["screened"].tolist() == [e.screened for e in result.archive]
+    assert not pareto_front(result)["screened"].any()  # dominated, so never on the front
+    assert not any(e.screened for e in search(tiny_problem(), n_evals=60, seed=2, screen=False).archive)
+    with pytest.raises(MopruneValueError, match="screen"):
+        search(tiny_problem(), n_evals=20, seed=2, screen="yes")
+
+
 @pytest.mark.slow
 def test_focused_finds_smaller_accurate_models_than_nsga2_on_a_trained_cnn():
     """On a real channel space (LeNet-5 trained on a toy task until it solves it), at equal evaluations."""

@@ -60,6 +60,51 @@ def test_rebase_swaps_the_space_and_drops_the_stale_cache():
     assert problem.space is kept and len(problem.evaluator.cache) == 1
 
 
+def _front(archive):
+    """Plan keys and exact (error, MACs) of the non-dominated unscreened candidates of an archive."""
+    points = {(e.plan_key, 1 - e.accuracy, e.macs_ratio) for e in archive if not e.screened}
+    return {p for p in points if not any(q[1] <= p[1] and q[2] <= p[2] and q[1:] != p[1:] for q in points)}
+
+
+@pytest.mark.parametrize("objectives", [("error", "macs"), ("error", "macs", "params")])
+def test_screening_stops_dominated_candidates_and_keeps_the_front(objectives):
+    plain, screening = tiny_problem(objectives=objectives), tiny_problem(objectives=objectives)
+    screening.screen = True
+    n = len(screening.evaluator.val_subset)
+    for generation, seed in enumerate(range(4)):
+        X = _genomes(seed, n=12)
+        for problem in (plain, screening):
+            problem.generation = generation
+            problem.evaluate(X)
+    assert screening.evaluator.images_ranked and not plain.evaluator.images_ranked
+    screened = [(i, e) for i, e in enumerate(screening.archive) if e.screened]
+    assert len(screened) >= 5
+    assert _front(screening.archive) == _front(plain.archive)
+    for i, e in screened:
+        true = plain.archive[i]
+        assert true.plan_key == e.plan_key and not true.screened
+        assert e.accuracy >= true.accuracy  # an upper bound of the accuracy measured in full
+        # dominated by an earlier, fully measured candidate at most as costly in every cost objective
+        assert any(not d.screened and d.generation < e.generation and d.macs_ratio <= e.macs_ratio
+                   and ("params" not in objectives or d.params_ratio <= e.params_ratio)
+                   and round((1 - d.accuracy) * n) < round((1 - e.accuracy) * n) for d in screening.archive)
+    unscreened = [i for i, e in enumerate(screening.archive) if not e.screened]
+    np.testing.assert_allclose([screening.archive[i].accuracy for i in unscreened],
+                               [plain.archive[i].accuracy for i in unscreened], atol=1e-12)
+
+
+def test_screening_ignores_candidates_measured_before_a_rebase():
+    problem = tiny_problem()
+    problem.space = RebasableSpace(tiny_model())
+    problem.screen = True
+    problem.evaluate(_genomes(0, n=12))
+    cost = problem.space.cost(_genomes(1, n=4))
+    assert any(b is not None for b in problem.error_bounds(cost))
+    problem.rebase(tiny_model(), _genomes(0, n=1)[0])
+    assert problem.error_bounds(cost) == [None] * 4
+    assert tiny_problem(objectives=("macs", "params")).error_bounds(cost) is None  # no error objective
+
+
 def test_problem_matches_space_and_evaluator():
     problem = tiny_problem(objectives=("error", "macs", "params", "sparsity"))
     assert problem.n_var == H1 + H2 and problem.n_obj == 4 and problem.n_ieq_constr == 0

@@ -196,3 +196,26 @@ def test_every_algorithm_resumes_exactly(tmp_path, name):
     resumed = run_search(tmp_path / "cut", tiny_problem(ratio=ratio), name, resume=True, **run)
     assert len(reference.archive) > 12
     assert archive_key(resumed.archive) == archive_key(reference.archive)
+
+
+def test_a_focused_run_keeps_its_screened_candidates_through_a_resume(tmp_path):
+    run = {"pop_size": 10, "n_gen": 6, "seed": 2}
+    config = {"model": "tiny", "pop_size": 10, "generations": 6, "seed": 2}
+    ref_path, path = tmp_path / "ref", tmp_path / "run"
+    prepare_run(ref_path, config)
+    ref = run_search(ref_path, tiny_problem(), "focused", **run)
+    assert sum(e.screened for e in ref.archive) >= 3
+    prepare_run(path, config)
+    with pytest.raises(Interrupt):
+        run_search(path, tiny_problem(), "focused", callbacks=[interrupt_after(2)], **run)
+    prepare_run(path, config, resume=True)
+    result = run_search(path, tiny_problem(), "focused", resume=True, **run)
+    key = [k + (e.screened,) for k, e in zip(archive_key(ref.archive), ref.archive)]
+    assert [k + (e.screened,) for k, e in zip(archive_key(result.archive), result.archive)] == key
+    assert read_evaluations(path)["screened"].tolist() == [e.screened for e in ref.archive]
+    stored = load_result(path)
+    assert [e.screened for e in stored.archive] == [e.screened for e in ref.archive]
+    from moprune.runs.evaluations import records_from_frame
+
+    records = {r.plan_key: r for r in records_from_frame(read_evaluations(path))}
+    assert {k: r.screened for k, r in records.items()} == {e.plan_key: e.screened for e in ref.archive if not e.cached}

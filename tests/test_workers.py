@@ -228,6 +228,17 @@ def test_failing_candidates_in_workers_are_recorded_as_in_one_process():
     assert wait_gone(pids, timeout=1.0) == []
 
 
+@pytest.mark.slow
+def test_screening_bounds_reach_the_workers():
+    local = tiny_problem()
+    expected = moprune.search(local, n_evals=50, seed=2)  # the default search screens
+    assert sum(e.screened for e in expected.archive) >= 3
+    problem = tiny_problem(workers=2)
+    result = moprune.search(problem, n_evals=50, seed=2)
+    assert [k + (e.screened,) for k, e in zip(archive_key(result.archive), result.archive)] == \
+        [k + (e.screened,) for k, e in zip(archive_key(expected.archive), expected.archive)]
+
+
 def _shifted(model):
     import copy
 

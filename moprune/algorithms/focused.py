@@ -29,6 +29,10 @@ crowding, tournament selection) and changes what it is fed:
 - a small share of each generation's offspring (``tail_share``) is bred from the front of the
   candidates outside the band (the low-accuracy tail, small and cheap to evaluate), so the
   whole front keeps improving while the population stays in the band.
+- a candidate stops being measured once it has made more validation errors than an evaluated
+  model at most as costly (``screen``; the validation images are ordered hardest first, so
+  most dominated candidates stop after a batch or two): it is dominated whatever the rest of
+  the images say, so only time changes, not the front;
 - optionally (``head_share``, off by default), after ``head_after`` evaluations another small
   share is bred from the front of the candidates no worse than the base (the head), free of the
   ceiling. On ``mnist_cnn`` what it finds are models that beat the base on the validation subset
@@ -278,7 +282,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.0, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
-                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None):
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -333,6 +337,9 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         swap_prob: Probability of a single-unit swap near the importance boundary (binary genomes).
         crossover_prob: Probability that a mating is crossed (group-wise uniform crossover).
         n_offsprings: Offspring per generation (default ``pop_size``).
+        screen: Stop measuring a candidate once it has made more validation errors than an
+            evaluated model at most as costly (it is dominated whatever the other images say;
+            :attr:`moprune.PruningProblem.screen`): the same front for less evaluation time.
 
     Returns:
         A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
@@ -347,7 +354,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         band = None if budgeted else DEFAULT_BAND
     if "error" not in problem.objectives and band is not None:
         band = None  # nothing to focus on without an accuracy objective
-    view = FocusedProblem(problem, band)
+    view = FocusedProblem(problem, band, screen=screen)
     space = problem.space
     if getattr(space, "vtype", None) is int:
         raise invalid_value("problem", "a problem over a binary or ratio-encoded space for 'focused' (integer "

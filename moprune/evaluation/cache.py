@@ -23,6 +23,9 @@ class EvalRecord:
         error: The error message when evaluation failed, else ``None``.
         loss: Mean fine-tuning loss (``nan`` without fine-tuning).
         summary: The plan's :attr:`moprune.space.Plan.summary` (for the archive).
+        screened: Measurement stopped early: the candidate had already made more errors than
+            a model at most as costly (``max_errors``), so it is dominated; ``accuracy`` is then
+            an upper bound (the errors seen, out of the whole subset).
     """
 
     plan_key: str
@@ -32,6 +35,7 @@ class EvalRecord:
     error: Optional[str] = None
     loss: float = float("nan")
     summary: dict = field(default_factory=dict, compare=False)
+    screened: bool = False
 
     @property
     def failed(self):

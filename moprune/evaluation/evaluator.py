@@ -50,6 +50,8 @@ score near chance, and the search cannot rank the small models users retrain (st
 ``benchmarks/bench_proxy.py``)."""
 _BN_CHOICES = ("auto", True, False)
 _CHANNELS_LAST_CHOICES = ("auto", True, False)
+SCREEN_BATCH = 100
+"""Batch size (at most) of screened measurements: errors are checked after every batch."""
 BACKENDS = ("local", "ray")
 """Where ``workers`` run: local processes or Ray actors."""
 
@@ -206,6 +208,7 @@ class Evaluator:
         self.n_cached = 0
         self.n_failed = 0
         self._val = self._train = None
+        self._val_order = None  # rank_images' permutation of the validation subset
         self._fingerprint = None
         self.attach_data(val_data, train_data)
 
@@ -254,6 +257,8 @@ class Evaluator:
         _check_dataset("val_data", val_data)
         _check_dataset("train_data", train_data, allow_none=True)
         val = _subset(val_data, self.n_samples, self.seed)
+        if getattr(self, "_val_order", None) is not None and len(self._val_order) == len(val):
+            val = TensorDataset(*(t[self._val_order] for t in val.tensors))  # rank_images' order
         train = _subset(train_data, self.n_train_samples, self.seed + 1)
         fingerprint = (len(val), len(train) if train is not None else 0,
                        float(val.tensors[0].double().sum()), int(val.tensors[1].sum()))
@@ -296,7 +301,7 @@ class Evaluator:
         state.setdefault("_hold_pool", False)
         for key, value in (("device", torch.device("cpu")), ("amp", None), ("_amp_dtype", None),
                            ("workers", None), ("devices", None), ("backend", "local"), ("address", None),
-                           ("_cpu_only", False), ("channels_last", False)):
+                           ("_cpu_only", False), ("channels_last", False), ("_val_order", None)):
             state.setdefault(key, value)
         self.__dict__.update(state)
 
@@ -418,18 +423,59 @@ class Evaluator:
             setattr(self, key, int(value))
 
     # ------------------------------------------------------------ evaluation
-    @torch.inference_mode()
     def accuracy(self, model: nn.Module) -> float:
         """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on the validation subset."""
+        return self._measure(model)[0]
+
+    @torch.inference_mode()
+    def _measure(self, model, max_errors=None):
+        """``(accuracy, screened)`` of ``model`` on the validation subset.
+
+        With ``max_errors``, measurement stops once the model has made more errors than that
+        (``screened``); the accuracy is then the upper bound ``1 - errors_seen / n``.
+        """
         self._require_data()
         model.eval()
-        correct = 0
+        errors, n = 0, len(self._val)
+        batch_size = self.batch_size if max_errors is None else min(self.batch_size, SCREEN_BATCH)
         autocast = (torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
                     if self._amp_dtype is not None else contextlib.nullcontext())
         with autocast:
+            for x, y in batches(self._val, batch_size):
+                errors += int((model(x).argmax(1) != y).sum())
+                if max_errors is not None and errors > max_errors:
+                    return 1.0 - errors / n, True
+        return 1.0 - errors / n, False
+
+    @property
+    def images_ranked(self) -> bool:
+        """Whether :meth:`rank_images` has ordered the validation subset."""
+        return self._val_order is not None
+
+    @torch.inference_mode()
+    def rank_images(self, model: nn.Module) -> None:
+        """Order the validation subset hardest first for ``model`` (smallest logit margin first).
+
+        Screened measurements (``max_errors``) then see most of a candidate's errors in the
+        first batches and stop early; full measurements are unchanged (the same images). The
+        order is kept through pickling and :meth:`attach_data`.
+        """
+        self._require_data()
+        model = copy.deepcopy(model)
+        with self.threads():
+            model = self._to_device(model).eval()
+            margins = []
             for x, y in batches(self._val, self.batch_size):
-                correct += int((model(x).argmax(1) == y).sum())
-        return correct / len(self._val)
+                out = model(x).float()
+                true = out.gather(1, y[:, None])[:, 0]
+                rest = out.scatter(1, y[:, None], float("-inf")).max(1).values
+                margins.append((true - rest).cpu())
+        order = torch.argsort(torch.cat(margins), stable=True)
+        current = self._val_order if self._val_order is not None else torch.arange(len(order))
+        self._val_order = current[order]
+        self._val = TensorDataset(*(t[order.to(t.device)] for t in self._val.tensors))
+        val, train = self._cpu_subsets
+        self._cpu_subsets = (TensorDataset(*(t[order] for t in val.tensors)), train)
 
     def evaluate_model(self, model: nn.Module) -> float:
         """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy.
@@ -473,15 +519,22 @@ class Evaluator:
             return False
         return has_batchnorm(model)
 
-    def run(self, space: "Space", plan: "Plan") -> EvalRecord:
+    def run(self, space: "Space", plan: "Plan", max_errors: Optional[int] = None) -> EvalRecord:
         """Evaluate one plan without the cache: materialize, fine-tune, re-estimate BN, measure.
 
         Failures (an exception, a non-finite fine-tuning loss) are caught and returned as a
         record with ``accuracy=nan`` and the error message.
+
+        Args:
+            space: The plan's space.
+            plan: The plan.
+            max_errors: Stop measuring once the candidate made more validation errors than
+                this (``None``: measure all); the record is then ``screened``.
         """
         self._require_data()
         start = time.perf_counter()
         loss = float("nan")
+        screened = False
         try:
             if self.finetune is not None:
                 model, loss = self.finetune_plan(space, plan, seed=plan_seed(self.seed, plan.key))
@@ -491,13 +544,13 @@ class Evaluator:
                 model = self._to_device(space.materialize(plan))
             if self._wants_bn(model):
                 self._recalibrate_bn(model)
-            accuracy = self.accuracy(model)
+            accuracy, screened = self._measure(model, max_errors)
             error = None
         except Exception as exc:  # a failing candidate must not stop the search
             accuracy, error = float("nan"), f"{type(exc).__name__}: {exc}"
             logger.warning("candidate %s failed: %s", plan.key, error)
         return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
-                          cached=False, error=error, loss=loss, summary=dict(plan.summary))
+                          cached=False, error=error, loss=loss, summary=dict(plan.summary), screened=screened)
 
     def finetune_plan(self, space: "Space", plan: Union["Plan", np.ndarray], *, seed: int,
                       **options: Any) -> Tuple[nn.Module, float]:
@@ -552,12 +605,17 @@ class Evaluator:
         finally:
             torch.set_num_threads(previous)
 
-    def evaluate(self, space: "Space", X: np.ndarray) -> List[EvalRecord]:
+    def evaluate(self, space: "Space", X: np.ndarray,
+                 error_bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
         """Evaluate a population.
 
         Args:
             space: The :class:`moprune.space.Space` the genomes belong to.
             X: Genomes, ``n x space.n_var``.
+            error_bounds: Optional, one per genome: ``None`` or the number of validation errors
+                beyond which the candidate cannot matter (a model at most as costly made that
+                many); its measurement stops there (see :meth:`run`). A screened record in the
+                cache serves a genome only while it still exceeds the genome's bound.
 
         Returns:
             A list of ``n`` :class:`EvalRecord`, in the order of ``X``. A plan already in the
@@ -568,9 +626,13 @@ class Evaluator:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != space.n_var:
             raise invalid_value("X", f"an n x {space.n_var} array of genomes", f"array of shape {X.shape}")
+        if error_bounds is None:
+            error_bounds = [None] * len(X)
+        elif len(error_bounds) != len(X):
+            raise invalid_value("error_bounds", f"None or {len(X)} bounds (one per genome)", len(error_bounds))
         # decide per genome: undecodable, served by the cache, served by an earlier genome of X, or run
-        entries, to_run, first = [], [], {}
-        for x in X:
+        entries, to_run, bounds, first = [], [], [], {}
+        for x, bound in zip(X, error_bounds):
             try:
                 plan = space.decode(x)
             except Exception as exc:  # an undecodable genome is a failed candidate
@@ -579,6 +641,8 @@ class Evaluator:
                 entries.append(("failed", error))
                 continue
             hit = self.cache.get(plan.key) if self.use_cache else None
+            if hit is not None and hit.screened and not self._still_screened(hit, bound):
+                hit = None  # stopped early against a bound this genome does not have: measure again
             if hit is not None:
                 entries.append(("cached", hit))
             elif self.use_cache and plan.key in first:
@@ -587,7 +651,8 @@ class Evaluator:
                 first[plan.key] = len(to_run)
                 entries.append(("run", len(to_run)))
                 to_run.append(plan)
-        records = self._run_plans(space, to_run)
+                bounds.append(None if bound is None else int(bound))
+        records = self._run_plans(space, to_run, bounds)
         out = []
         for kind, value in entries:
             if kind == "failed":
@@ -609,18 +674,26 @@ class Evaluator:
                 out.append(record)
         return out
 
-    def _run_plans(self, space, plans):
+    def _still_screened(self, record, bound):
+        """Whether a screened ``record`` made more errors than ``bound`` (so it still need not be measured)."""
+        if bound is None:
+            return False
+        errors_seen = int(round((1.0 - record.accuracy) * len(self.val_subset)))
+        return errors_seen > bound
+
+    def _run_plans(self, space, plans, bounds=None):
         """Records of ``plans`` (in order), run in this process or on the workers."""
         if not plans:
             return []
+        bounds = [None] * len(plans) if bounds is None else bounds
         if self.workers is None:
             from moprune.evaluation.workers import trim_memory
 
             with self.threads():
-                records = [self.run(space, plan) for plan in plans]
+                records = [self.run(space, plan, bound) for plan, bound in zip(plans, bounds)]
             trim_memory()  # hand the freed candidates' memory back, so a long search does not grow
             return records
-        return self._pool_for(space).run(plans)
+        return self._pool_for(space).run(plans, bounds)
 
     def __repr__(self):
         return (f"Evaluator(n_samples={self.n_samples}, batch_size={self.batch_size}, "

@@ -104,9 +104,9 @@ def _worker_main(conn, threads: int) -> None:
         if kind == "trim":  # the population is done: hand freed memory back while the parent works
             trim_memory()
             continue
-        _, index, plan = message
+        _, index, plan, max_errors = message
         try:
-            record = evaluator.run(space, plan)
+            record = evaluator.run(space, plan, max_errors)
         except Exception as exc:  # run() catches the candidate's errors; anything else fails it too
             record = EvalRecord(plan_key=plan.key, accuracy=float("nan"), error=f"{type(exc).__name__}: {exc}",
                                 summary=dict(plan.summary))
@@ -244,12 +244,15 @@ class WorkerPool:
             except (BrokenPipeError, OSError):
                 pass  # a dead worker is replaced (with the new space) when its death is noticed
 
-    def run(self, plans: Sequence[Any]) -> List[EvalRecord]:
-        """Evaluate ``plans`` on the workers; the records come back in the order of ``plans``."""
+    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
+        """Evaluate ``plans`` on the workers; the records come back in the order of ``plans``.
+
+        ``bounds``: each plan's ``max_errors`` (:meth:`moprune.Evaluator.run`), or ``None``.
+        """
         if not self.alive:
             raise MopruneError("this worker pool has been closed")
         try:
-            results = self._run(plans)
+            results = self._run(plans, [None] * len(plans) if bounds is None else list(bounds))
         except BaseException:  # Ctrl-C or an error: tasks may be in flight, so the pool cannot be reused
             self.close()
             raise
@@ -260,7 +263,7 @@ class WorkerPool:
                 pass
         return results
 
-    def _run(self, plans):
+    def _run(self, plans, bounds):
         results: List[Optional[EvalRecord]] = [None] * len(plans)
         pending = deque(range(len(plans)))
         deaths: Dict[int, int] = {}
@@ -273,7 +276,7 @@ class WorkerPool:
                 if w.task is None and pending and w.process.is_alive():
                     index = pending.popleft()
                     try:
-                        w.conn.send(("task", index, plans[index]))
+                        w.conn.send(("task", index, plans[index], bounds[index]))
                         w.task = index
                     except (BrokenPipeError, OSError):
                         pending.appendleft(index)  # its death is handled below

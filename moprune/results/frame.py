@@ -33,7 +33,7 @@ _BASE_COLUMNS = [
     "params_ratio", "sparsity", "feasible",
 ]
 _TAIL_COLUMNS = [
-    "plan_key", "genome_hash", "cached", "seconds", "algorithm", "seed", "error_message", "genome",
+    "plan_key", "genome_hash", "cached", "screened", "seconds", "algorithm", "seed", "error_message", "genome",
 ]
 
 
@@ -59,7 +59,9 @@ def to_frame(result: SearchResult) -> pd.DataFrame:
         ``generation, accuracy, error, accuracy_drop, macs, macs_ratio, params, params_ratio,
         sparsity, feasible``, one ``objective_<name>`` column per objective, the plan summary
         (e.g. ``"kept/conv1"`` or ``"sparsity/fc1"``), then ``plan_key, genome_hash, cached,
-        seconds, algorithm, seed, error_message, genome``. ``error`` is ``1 - accuracy`` and
+        screened, seconds, algorithm, seed, error_message, genome`` (``screened``: measurement
+        stopped early on a dominated candidate, whose ``accuracy`` is then an upper bound).
+        ``error`` is ``1 - accuracy`` and
         ``accuracy_drop`` is ``100 * (base_accuracy - accuracy)`` in points. ``df.attrs`` holds
         ``base_accuracy``, ``base_macs``, ``base_params``, ``objectives``, ``algorithm``,
         ``seed`` and ``max_accuracy_drop`` (and ``base_summary`` when the space can tell it),
@@ -100,6 +102,7 @@ def to_frame(result: SearchResult) -> pd.DataFrame:
             "plan_key": ev.plan_key,
             "genome_hash": genome_hash(ev.genome),
             "cached": bool(ev.cached),
+            "screened": bool(getattr(ev, "screened", False)),
             "seconds": float(ev.seconds),
             "algorithm": result.algorithm,
             "seed": result.seed,

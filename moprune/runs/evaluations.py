@@ -173,6 +173,7 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
     objective_values = df[[f"objective_{name}" for name in objectives]].to_numpy(dtype=float)
     summaries = _summaries(df)
     archive = []
+    screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
     for i, row in enumerate(df[needed[:12]].itertuples(index=False)):
         archive.append(Evaluation(
             genome=np.asarray(genomes[i]),
@@ -190,6 +191,7 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
             cached=bool(row.cached),
             seconds=float(row.seconds),
             error=_message(row.error_message),
+            screened=bool(screened[i]),  # runs written before screening existed have no such column
         ))
     return archive
 
@@ -202,6 +204,7 @@ def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
     finds the same accuracies without running the candidates again.
     """
     summaries = _summaries(df)
+    screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
     records = {}
     for i, row in enumerate(df[["plan_key", "accuracy", "seconds", "cached", "error_message"]]
                             .itertuples(index=False)):
@@ -209,5 +212,6 @@ def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
         if bool(row.cached) or key == "<undecodable>" or key in records:
             continue
         records[key] = EvalRecord(plan_key=key, accuracy=float(row.accuracy), seconds=float(row.seconds),
-                                  error=_message(row.error_message), summary=summaries[i])
+                                  error=_message(row.error_message), summary=summaries[i],
+                                  screened=bool(screened[i]))
     return list(records.values())
