@@ -48,7 +48,8 @@ def pareto_frame(data, *, objectives=("error", "macs")):
 
     Returns:
         A DataFrame indexed by ``eval`` with ``macs_ratio, accuracy, feasible, generation,
-        on_front``; ``attrs`` carries the frame's (``base_accuracy``...).
+        screened`` (those the frame has) and ``on_front``; ``attrs`` carries the frame's
+        (``base_accuracy``...).
     """
     df = _as_frame(data, "data")
     for column in ("macs_ratio", "accuracy"):
@@ -58,7 +59,7 @@ def pareto_frame(data, *, objectives=("error", "macs")):
     if "error_message" in df.columns:
         ok &= df["error_message"].isna().to_numpy()
     points = df[ok]
-    columns = [c for c in ("macs_ratio", "accuracy", "feasible", "generation") if c in points.columns]
+    columns = [c for c in ("macs_ratio", "accuracy", "feasible", "generation", "screened") if c in points.columns]
     out = points[columns].copy()
     front = pareto_front(df, objectives=objectives)
     out["on_front"] = out.index.isin(front.index)
@@ -67,6 +68,9 @@ def pareto_frame(data, *, objectives=("error", "macs")):
 
 def plot_pareto(data, *, pick=None, objectives=("error", "macs"), log_macs=False, zoom=None, ax=None):
     """Accuracy against MACs ratio: every evaluated candidate faded, the front as a step line.
+
+    Candidates whose measurement stopped early as dominated (``screened``) are drawn as faded
+    triangles at their accuracy's upper bound.
 
     Args:
         data: A SearchResult or a frame from :func:`moprune.results.to_frame`.
@@ -83,8 +87,12 @@ def plot_pareto(data, *, pick=None, objectives=("error", "macs"), log_macs=False
 
     points = pareto_frame(data, objectives=objectives)
     ax = _axes(ax)
-    sns.scatterplot(data=points, x="macs_ratio", y="accuracy", color="0.5", alpha=0.3, s=18,
+    screened = points["screened"].astype(bool) if "screened" in points.columns else np.zeros(len(points), bool)
+    sns.scatterplot(data=points[~screened], x="macs_ratio", y="accuracy", color="0.5", alpha=0.3, s=18,
                     edgecolor="none", label="evaluated", ax=ax)
+    if screened.any():  # their accuracy is an upper bound: drawn apart
+        sns.scatterplot(data=points[screened], x="macs_ratio", y="accuracy", color="0.5", alpha=0.3, s=14,
+                        marker="v", edgecolor="none", label="stopped early (accuracy at most)", ax=ax)
     front = points[points["on_front"]].sort_values(["macs_ratio", "accuracy"])
     if len(front):
         ax.step(front["macs_ratio"], front["accuracy"], where="post", color="C0", label="Pareto front")

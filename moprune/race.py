@@ -37,8 +37,8 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
 
     In this order: ``genome`` itself (``"search"``); parameter-tilted allocations of
     ``macs_ratio`` (``"params_tilt"``, one per tilt: the budget moved towards the groups that hold
-    many parameters per MAC, which at equal MACs tend to retrain better); the search's most accurate other candidates
-    whose MACs are at most ``macs_ratio`` and within ``tolerance`` below it (``"search_neighbor"``,
+    many parameters per MAC, which at equal MACs tend to retrain better); the search's most accurate other
+    fully measured (not ``screened``) candidates whose MACs are at most ``macs_ratio`` and within ``tolerance`` below it (``"search_neighbor"``,
     one per distinct plan); then random allocations (``"random"``): per-group keep ratios drawn
     log-normally around the uniform one (spread ``sigma``) and rescaled to ``macs_ratio``.
 
@@ -76,7 +76,8 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
             seen_bytes.add(other.tobytes())
             chosen.append(("params_tilt", other))
     if history is not None and len(chosen) < n:
-        near = history[history["error_message"].isna() & (history["macs_ratio"] <= macs * (1 + 1e-9))
+        measured = ~history["screened"].astype(bool) if "screened" in history.columns else True  # bounds only
+        near = history[history["error_message"].isna() & measured & (history["macs_ratio"] <= macs * (1 + 1e-9))
                        & (history["macs_ratio"] >= macs * (1 - tolerance))]
         near = near.sort_values("accuracy", ascending=False)
         keys = set()

@@ -68,7 +68,7 @@ def test_pareto_frame_flags_the_front_and_drops_failures():
     result = make_result(extra=[make_eval(0.999, 0.01, error="boom")])
     frame = P.pareto_frame(result)
     assert list(frame.index) == [0, 1, 2, 3, 4, 5]  # the failed eval 6 is gone
-    assert list(frame.columns) == ["macs_ratio", "accuracy", "feasible", "generation", "on_front"]
+    assert list(frame.columns) == ["macs_ratio", "accuracy", "feasible", "generation", "screened", "on_front"]
     assert frame["on_front"].tolist() == [True, True, True, True, False, False]
     assert frame.attrs["base_accuracy"] == 0.99
 
@@ -89,6 +89,16 @@ def test_plot_pareto_draws_points_front_pick_and_base(tmp_path):
     assert len(ax.collections[0].get_offsets()) == 6  # every evaluated point, faded
     assert ax.collections[0].get_alpha() == pytest.approx(0.3)
     save_png(ax, tmp_path / "pareto.png")
+
+
+def test_plot_pareto_draws_screened_candidates_apart():
+    stopped = make_eval(0.97, 0.6)
+    stopped.screened = True  # an upper bound, dominated by the 0.98 at 0.5
+    ax = P.plot_pareto(make_result(extra=[stopped]))
+    assert [len(c.get_offsets()) for c in ax.collections[:2]] == [6, 1]
+    assert tuple(ax.collections[1].get_offsets()[0]) == (0.6, 0.97)
+    assert "stopped early (accuracy at most)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(ax.figure)
 
 
 def test_plot_pareto_uses_the_given_axes_and_validates_pick():

@@ -210,6 +210,17 @@ def test_race_contenders_are_the_point_then_tilts_then_its_best_neighbors_then_r
         genome_macs = float(result.space.cost(genome[None, :])["macs_ratio"][0])
         assert genome_macs <= 0.8 * macs + 1e-9 if source == "search_neighbor" else \
             abs(np.log(genome_macs / (0.8 * macs))) < 0.35
+    # a screened candidate's accuracy is only an upper bound: never taken as a neighbor
+    largest = history.sort_values("macs_ratio").iloc[-1]
+    many = [g for s, g in race_contenders(result.space, largest["genome"], 12, history=history, tolerance=0.9,
+                                           tilts=()) if s == "search_neighbor"]
+    assert len(many) >= 2
+    marked = history.copy()
+    first = next(i for i, x in marked["genome"].items() if np.array_equal(np.asarray(x), many[0]))
+    marked.loc[first, "screened"] = True
+    others = [g for s, g in race_contenders(result.space, largest["genome"], 12, history=marked, tolerance=0.9,
+                                             tilts=()) if s == "search_neighbor"]
+    assert others and not any(np.array_equal(g, many[0]) for g in others)
     with pytest.raises(MopruneValueError, match="tolerance"):
         race_contenders(result.space, point["genome"], 3, tolerance=1.0)
     with pytest.raises(MopruneValueError, match="macs_ratio"):
