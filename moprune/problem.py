@@ -10,6 +10,7 @@ Example:
     >>> result = moprune.search(problem, "nsga2", pop_size=20, n_gen=10, seed=0)
 """
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -26,6 +27,14 @@ from moprune.validation import check_bool, check_real
 
 OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
+
+def _takes_bounds(evaluator):
+    """Whether ``evaluator.evaluate`` takes ``error_bounds`` (an evaluator of the user's own may not: no screening)."""
+    try:
+        return "error_bounds" in inspect.signature(evaluator.evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+
 
 _COST_COLUMNS = {"macs": ("macs_ratio", 1.0), "params": ("params_ratio", 1.0), "sparsity": ("sparsity", -1.0)}
 """Cost objective -> (archive/cost key, sign making smaller better)."""
@@ -96,7 +105,8 @@ class PruningProblem(Problem):
             ``False``; the default search sets it on its view). Its archive entry is marked
             ``screened`` and its accuracy is an upper bound. The evaluator's validation images
             are then ordered hardest first for the base model (:meth:`moprune.Evaluator.rank_images`),
-            so that most such candidates stop after a few batches.
+            so that most such candidates stop after a few batches. An evaluator whose
+            ``evaluate`` takes no ``error_bounds`` (one of the user's own) measures everything.
 
     Raises:
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
@@ -175,7 +185,7 @@ class PruningProblem(Problem):
         """
         X = self.as_genomes(X)
         cost = self.space.cost(X)
-        bounds = self.error_bounds(cost) if self.screen else None
+        bounds = self.error_bounds(cost) if self.screen and _takes_bounds(self.evaluator) else None
         if bounds is not None and any(b is not None for b in bounds):
             records = self.evaluator.evaluate(self.space, X, error_bounds=bounds)
         else:

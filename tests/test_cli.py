@@ -126,6 +126,8 @@ def test_search_writes_a_run_directory(run_a):
     assert len(df) == 32 and list(df.index) == list(range(32))
     assert df["generation"].tolist() == [g for g in range(4) for _ in range(8)]
     assert df["accuracy"].between(0, 1).all() and df["macs_ratio"].between(0, 1).all()
+    assert int(re.search(r"(\d+) stopped early as dominated", proc.stdout).group(1)) == \
+        int((df["screened"] & ~df["cached"]).sum())  # nsga2 measures every candidate: 0
     assert (out / "checkpoint.pkl").exists() and (out / "result.json").exists() and (out / "genomes.npz").exists()
 
 

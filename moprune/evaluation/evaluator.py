@@ -432,7 +432,7 @@ class Evaluator:
         """``(accuracy, screened)`` of ``model`` on the validation subset.
 
         With ``max_errors``, measurement stops once the model has made more errors than that
-        (``screened``); the accuracy is then the upper bound ``1 - errors_seen / n``.
+        (``screened``); the accuracy is then the upper bound ``(n - errors_seen) / n``.
         """
         self._require_data()
         model.eval()
@@ -444,8 +444,8 @@ class Evaluator:
             for x, y in batches(self._val, batch_size):
                 errors += int((model(x).argmax(1) != y).sum())
                 if max_errors is not None and errors > max_errors:
-                    return 1.0 - errors / n, True
-        return 1.0 - errors / n, False
+                    return (n - errors) / n, True
+        return (n - errors) / n, False
 
     @property
     def images_ranked(self) -> bool:
