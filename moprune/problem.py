@@ -28,6 +28,7 @@ from moprune.validation import check_bool, check_real
 OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
 
+
 def _takes_bounds(evaluator):
     """Whether ``evaluator.evaluate`` takes ``error_bounds`` (an evaluator of the user's own may not: no screening)."""
     try:
@@ -112,6 +113,8 @@ class PruningProblem(Problem):
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
     """
 
+    screen = False
+
     def __init__(self, space: Space, evaluator: Evaluator, *, objectives: Union[str, Sequence[str]] = ("error", "macs"),
                  max_accuracy_drop: Optional[float] = None) -> None:
         self.objectives = _check_objectives(objectives)
@@ -164,8 +167,6 @@ class PruningProblem(Problem):
     def result_objectives(self) -> Sequence[str]:
         """Names of the values stored in each archive entry's ``objectives``."""
         return self.objectives
-
-    screen = False
 
     def reset(self) -> None:
         """Start a fresh archive (the evaluator's cache is kept)."""
