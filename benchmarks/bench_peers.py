@@ -30,10 +30,12 @@ optimizer's own overhead; ``--clock cpu`` measures this process's CPU time inste
 time, for a machine shared with other jobs). ``uniform`` is left out of the equal-time table (it stops early).
 With ``--out P``, every candidate's (error, MACs, time) goes to ``P_points.csv.gz`` for re-analysis.
 
-Then, with ``--retrain``: for the first seed of each model, the most accurate candidate of the
-default search at or below each MACs target (about 10% and 5%; ``pick(..., "target_macs")``) and
-the uniform model with the nearest MACs are retrained with the same budget (``--retrain-epochs``
-at ``--retrain-lr`` on the training split, no distillation); their test accuracy is reported.
+Then, with ``--retrain``: for the first seed of each model (every seed with ``--retrain-all-seeds``),
+the most accurate fully measured candidate of the default search (and of each of ``--retrain-methods``)
+at or below each MACs target (about 10% and 5%; ``pick(..., "target_macs")``) and the uniform
+model with the nearest MACs are retrained with the same budget (``--retrain-epochs`` at
+``--retrain-lr`` on the training split, no distillation); their test accuracy is reported, and
+the pick's lead over the uniform model (mean and standard error over the seeds).
 
 Run (from the repository root; Optuna comes with ``pip install -e ".[bench]"``)::
 
@@ -50,6 +52,8 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from pymoo.util.nds.non_dominated_sorting import find_non_dominated
+from torch.utils.data import TensorDataset
 
 import moprune
 from moprune.cli.config import parse_option
@@ -83,18 +87,57 @@ class TimedEvaluator(moprune.Evaluator):
 
 
 def build(model_name, encoding, splits, samples, threads, data="mnist"):
-    """Model, space and a problem factory (a fresh evaluator per run)."""
+    """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
     bn = moprune.evaluation.evaluator.has_batchnorm(model)
+    # the same proxy for every peer: BN re-estimation only
+    settings = dict(num_threads=threads, train_data=splits.train if bn else None,
+                    n_train_samples=5000 if bn else None, finetune=None)
 
     def make_problem(clock):
-        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, num_threads=threads,
-                                   train_data=splits.train if bn else None, n_train_samples=5000 if bn else None,
-                                   finetune=None)  # the same proxy for every peer: BN re-estimation only
+        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings)
         return moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
 
-    return model, space, make_problem
+    def make_heldout():
+        """An evaluator of the validation images outside the search's subset, and its base accuracy."""
+        evaluator = moprune.Evaluator(heldout_split(make_problem([0.0]).evaluator, splits.val), n_samples=None,
+                                      **settings)
+        return evaluator, evaluator.evaluate_model(model)
+
+    return model, space, make_problem, make_heldout
+
+
+def heldout_split(evaluator, val):
+    """The validation images outside ``evaluator``'s subset (never the test split)."""
+    in_subset = {x.numpy().tobytes() for x in evaluator.val_subset.tensors[0]}
+    images, labels = val.tensors
+    held = torch.tensor([x.numpy().tobytes() not in in_subset for x in images])
+    return TensorDataset(images[held], labels[held])
+
+
+def heldout_metrics(space, archive, keep, base_accuracy, heldout):
+    """The run's validation front within 10 points of the base, measured again on held-out images.
+
+    What a user of the run is offered is its front on the search's subset; on held-out images a
+    model that beat the base there by an image or two usually does not. Returns
+    :func:`metrics`' region, band and within-0.5/1-point figures of the re-measured front, each
+    prefixed ``heldout_``, against the base accuracy on the same images.
+    """
+    evaluator, held_base = heldout
+    base_error = 1.0 - base_accuracy
+    entries = [e for e, k in zip(archive, keep) if k and np.isfinite(e.accuracy) and not getattr(e, "screened", False)
+               and 1.0 - e.accuracy < base_error + 0.10]
+    if not entries:
+        return {f"heldout_{k}": (0.0 if k.startswith("hv") else np.nan)
+                for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")}
+    F = np.array([[1.0 - e.accuracy, e.macs_ratio] for e in entries])
+    front = [entries[i] for i in find_non_dominated(F)]
+    records = evaluator.evaluate(space, np.array([e.genome for e in front]))
+    points = np.array([[1.0 - r.accuracy if np.isfinite(r.accuracy) else 1.0, e.macs_ratio]
+                       for e, r in zip(front, records)])
+    m = metrics(points, held_base)
+    return {f"heldout_{k}": m[k] for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")}
 
 
 def run_optuna(problem, sampler, n_evals, encoding):
@@ -178,54 +221,92 @@ def metrics(points, base_accuracy):
     return out
 
 
+HELDOUT = {"heldout_hv_region": "ho_region", "heldout_hv_band": "ho_band", "heldout_macs_within_1": "ho_macs_1"}
+"""``--heldout``'s columns and their names in the summaries."""
+
+
 def summarize(df, by_time):
     rows = df[df["equal"] == ("time" if by_time else "evals")]
+    extra = {name: (column, "mean") for column, name in HELDOUT.items() if column in rows}
     agg = rows.groupby(["model", "method"]).agg(
         seeds=("seed", "count"), n=("n", "mean"), wall_s=("wall", "mean"),
         hv_box=("hv_box", "mean"), hv_region=("hv_region", "mean"), hv_band=("hv_band", "mean"),
-        macs_0_5=("macs_within_0.5", "mean"), macs_1=("macs_within_1", "mean"), macs_2=("macs_within_2", "mean"))
+        macs_0_5=("macs_within_0.5", "mean"), macs_1=("macs_within_1", "mean"), macs_2=("macs_within_2", "mean"),
+        **extra)
     return agg
 
 
 def wins(df, equal):
-    """Seeds in which the default beats every other method (HV region / band higher, MACs within 1 point lower)."""
+    """Seeds in which the default beats every other method (HV region / band higher, MACs within 1 point lower).
+
+    With ``--heldout``'s columns, the same three counts on held-out images too (``ho_*_best``).
+    """
     rows = df[(df["equal"] == equal) & (df["method"] != "uniform" if equal == "time" else True)]
+    counts = {"hv_region_best": ("hv_region", True), "hv_band_best": ("hv_band", True),
+              "macs_within_1_best": ("macs_within_1", False)}
+    counts.update({f"{name}_best": (column, not column.endswith("within_1"))
+                   for column, name in HELDOUT.items() if column in rows})
     out = []
     for model, sub in rows.groupby("model"):
-        hv_wins = band_wins = macs_wins = 0
         seeds = sorted(sub["seed"].unique())
+        row = {"model": model, "equal": equal, "seeds": len(seeds), **dict.fromkeys(counts, 0)}
         for seed in seeds:
             s = sub[sub["seed"] == seed].set_index("method")
             others = s.drop(index=[m for m in s.index if m == "moprune" or m in ABLATIONS])
-            hv_wins += bool((s.loc["moprune", "hv_region"] > others["hv_region"]).all())
-            band_wins += bool((s.loc["moprune", "hv_band"] > others["hv_band"]).all())
-            m1 = s.loc["moprune", "macs_within_1"]
-            macs_wins += bool((m1 <= others["macs_within_1"].fillna(np.inf)).all())
-        out.append({"model": model, "equal": equal, "seeds": len(seeds),
-                    "hv_region_best": hv_wins, "hv_band_best": band_wins, "macs_within_1_best": macs_wins})
+            for count, (column, higher) in counts.items():
+                mine = s.loc["moprune", column]
+                if higher:
+                    row[count] += bool((mine > others[column]).all())
+                else:  # a missing model is no model: the default needs one, peers without one lose
+                    row[count] += bool((mine <= others[column].fillna(np.inf)).all())
+        out.append(row)
     return pd.DataFrame(out)
 
 
-def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed):
-    """Test accuracy after equal retraining: the default's picks vs the uniform model at similar MACs."""
+def target_pick(archive, target):
+    """The most accurate fully measured candidate at or below ``target`` MACs (``pick(..., "target_macs")``)."""
+    cands = [e for e in archive if np.isfinite(e.accuracy) and e.macs_ratio <= target
+             and not getattr(e, "screened", False)]
+    return max(cands, key=lambda e: (e.accuracy, -e.macs_ratio)) if cands else None
+
+
+def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
+                     methods=("moprune",)):
+    """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs."""
     rows = []
     uniform_archive = runs["uniform"]["archive"]
     for target in targets:
-        cands = [e for e in runs["moprune"]["archive"] if np.isfinite(e.accuracy) and e.macs_ratio <= target]
-        if not cands:
-            continue
-        pick = max(cands, key=lambda e: (e.accuracy, -e.macs_ratio))  # moprune.pick's "target_macs"
-        uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
-        for name, entry in (("moprune", pick), ("uniform", uni)):
-            torch.manual_seed(seed)
-            done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs, lr=lr,
-                                   seed=seed)
-            rows.append({"model": f"{model_name}:{encoding}", "target_macs": target, "method": name,
-                         "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
-                         "test_accuracy": done.test_accuracy})
+        for method in methods:
+            pick = target_pick(runs[method]["archive"], target) if method in runs else None
+            if pick is None:
+                continue
+            uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
+            for name, entry in ((method, pick), (f"uniform (vs {method})", uni)):
+                torch.manual_seed(seed)
+                done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs, lr=lr,
+                                       seed=seed)
+                rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
+                             "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
+                             "test_accuracy": done.test_accuracy})
             print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs: test {100 * done.test_accuracy:.2f}%",
                   flush=True)
     return rows
+
+
+def retrain_summary(frame):
+    """Per model, target and search: test accuracy of the pick minus the uniform model's, over seeds."""
+    out = []
+    picks = frame[~frame["method"].str.startswith("uniform")]
+    for (model, target, method), group in picks.groupby(["model", "target_macs", "method"], sort=False):
+        uni = frame[frame["method"] == f"uniform (vs {method})"]
+        uni = uni[(uni["model"] == model) & (uni["target_macs"] == target)].set_index("seed")["test_accuracy"]
+        diff = 100 * (group.set_index("seed")["test_accuracy"] - uni).dropna()
+        out.append({"model": model, "target_macs": target, "method": method, "seeds": len(diff),
+                    "mean_macs_pct": 100 * group["macs_ratio"].mean(), "mean_test_pct": 100 * group["test_accuracy"].mean(),
+                    "diff_points": diff.mean(),
+                    "se": diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan"),
+                    "ahead_or_level": int((diff >= 0).sum())})
+    return pd.DataFrame(out)
 
 
 def main(argv=None):
@@ -237,9 +318,16 @@ def main(argv=None):
     parser.add_argument("--sweep", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--heldout", action="store_true",
+                        help="also measure each run's validation front on the validation images outside the "
+                             "subset and score region, band and within-1-point on them (heldout_* columns)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--retrain-lr", type=float, default=0.01)
+    parser.add_argument("--retrain-all-seeds", action="store_true",
+                        help="retrain the picks of every seed (default: the first seed only)")
+    parser.add_argument("--retrain-methods", nargs="+", default=["moprune"],
+                        help="searches whose picks are retrained, each beside the uniform model at its MACs")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -261,7 +349,9 @@ def main(argv=None):
     print(header, flush=True)
     for spec in args.models:
         model_name, encoding = spec.split(":")
-        model, space, make_problem = build(model_name, encoding, splits, args.samples, args.threads, args.data)
+        model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
+                                                         args.data)
+        heldout = make_heldout() if args.heldout else None
         for seed in args.seeds:
             runs = {}
             for method in args.methods:
@@ -271,6 +361,9 @@ def main(argv=None):
                                           options)
                 r = runs[method]
                 m = metrics(r["points"], r["base_accuracy"])
+                if heldout is not None:
+                    m.update(heldout_metrics(space, r["archive"], np.ones(len(r["points"]), bool),
+                                             r["base_accuracy"], heldout))
                 rows.append({"model": spec, "method": method, "seed": seed, "equal": "evals", "wall": r["wall"], **m})
                 points.append(pd.DataFrame({"model": spec, "method": method, "seed": seed, "error": r["points"][:, 0],
                                             "macs_ratio": r["points"][:, 1], "time": r["stamps"],
@@ -284,10 +377,13 @@ def main(argv=None):
                     continue
                 keep = r["stamps"] <= budget + 1e-9
                 m = metrics(r["points"][keep], r["base_accuracy"])
+                if heldout is not None:
+                    m.update(heldout_metrics(space, r["archive"], keep, r["base_accuracy"], heldout))
                 rows.append({"model": spec, "method": method, "seed": seed, "equal": "time", "wall": budget, **m})
-            if args.retrain and seed == args.seeds[0] and "uniform" in runs and "moprune" in runs:
+            if (args.retrain and (args.retrain_all_seeds or seed == args.seeds[0]) and "uniform" in runs
+                    and "moprune" in runs):
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
-                                              args.retrain_epochs, args.retrain_lr, seed)
+                                              args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),
@@ -295,7 +391,9 @@ def main(argv=None):
               "## seeds where the default is best against every peer",
               pd.concat([wins(df, "evals"), wins(df, "time")]).to_string(index=False)]
     if retrained:
-        report += ["", "## after equal retraining (test split)", pd.DataFrame(retrained).round(4).to_string(index=False)]
+        report += ["", "## after equal retraining (test split)", pd.DataFrame(retrained).round(4).to_string(index=False),
+                   "", "## pick minus the uniform model at its MACs, test points (mean, standard error, seeds ahead)",
+                   retrain_summary(pd.DataFrame(retrained)).round(3).to_string(index=False)]
     text = "\n".join(report)
     print(text)
     if args.out:  # each file written beside itself and renamed: never half-written
