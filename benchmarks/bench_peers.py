@@ -86,7 +86,11 @@ class TimedEvaluator(moprune.Evaluator):
         return records
 
 
-def build(model_name, encoding, splits, samples, threads, data="mnist"):
+HELDOUT_BN_BATCHES = 10
+"""Batches of 250 training images the held-out measurement re-estimates BatchNorm on, whatever ``--bn-batches``."""
+
+
+def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None):
     """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
@@ -94,15 +98,16 @@ def build(model_name, encoding, splits, samples, threads, data="mnist"):
     # the same proxy for every peer: BN re-estimation only
     settings = dict(num_threads=threads, train_data=splits.train if bn else None,
                     n_train_samples=5000 if bn else None, finetune=None)
+    search_bn = {} if bn_batches is None else {"bn_batches": bn_batches}
 
     def make_problem(clock):
-        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings)
+        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings, **search_bn)
         return moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
 
     def make_heldout():
         """An evaluator of the validation images outside the search's subset, and its base accuracy."""
         evaluator = moprune.Evaluator(heldout_split(make_problem([0.0]).evaluator, splits.val), n_samples=None,
-                                      **settings)
+                                      bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, **settings)
         return evaluator, evaluator.evaluate_model(model)
 
     return model, space, make_problem, make_heldout
@@ -273,7 +278,7 @@ def target_pick(archive, target):
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
                      methods=("moprune",)):
     """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs."""
-    rows = []
+    rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
     uniform_archive = runs["uniform"]["archive"]
     for target in targets:
         for method in methods:
@@ -282,9 +287,12 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
                 continue
             uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
             for name, entry in ((method, pick), (f"uniform (vs {method})", uni)):
-                torch.manual_seed(seed)
-                done = moprune.retrain((space, entry.genome), data=splits, base_model=model, epochs=epochs, lr=lr,
-                                       seed=seed)
+                key = space.decode(np.asarray(entry.genome)).key
+                if key not in done_by_key:
+                    torch.manual_seed(seed)
+                    done_by_key[key] = moprune.retrain((space, entry.genome), data=splits, base_model=model,
+                                                       epochs=epochs, lr=lr, seed=seed)
+                done = done_by_key[key]
                 rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
                              "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
                              "test_accuracy": done.test_accuracy})
@@ -321,6 +329,8 @@ def main(argv=None):
     parser.add_argument("--heldout", action="store_true",
                         help="also measure each run's validation front on the validation images outside the "
                              "subset and score region, band and within-1-point on them (heldout_* columns)")
+    parser.add_argument("--bn-batches", type=int, default=None,
+                        help="batches the search's evaluators re-estimate BatchNorm on (default: the Evaluator's)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--retrain-lr", type=float, default=0.01)
@@ -350,7 +360,7 @@ def main(argv=None):
     for spec in args.models:
         model_name, encoding = spec.split(":")
         model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
-                                                         args.data)
+                                                         args.data, args.bn_batches)
         heldout = make_heldout() if args.heldout else None
         for seed in args.seeds:
             runs = {}
