@@ -7,7 +7,7 @@ candidates, the validation-subset accuracy after re-estimating on ``--images`` t
 each (whole batches of 250) against a reference of ``--reference`` images, and the CPU time per
 candidate (one thread): mean and largest absolute accuracy difference (points), Spearman rank
 correlation with the reference, the same restricted to candidates within 10 points of the base,
-and how much faster each is than the current default (``Evaluator``'s ``bn_batches=10``).
+and how much faster each is than 2,500 images (``bn_batches=10``, the default before session 15).
 
 Candidates: ``--candidates`` ratio genomes, each a keep ratio drawn log-uniformly between
 ``--low`` and 1 with per-group noise (x exp(N(0, 0.15)), clipped), the same for every setting

@@ -90,7 +90,7 @@ HELDOUT_BN_BATCHES = 10
 """Batches of 250 training images the held-out measurement re-estimates BatchNorm on, whatever ``--bn-batches``."""
 
 
-def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None):
+def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None, heldout_exclude=None):
     """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
@@ -106,7 +106,8 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
 
     def make_heldout():
         """An evaluator of the validation images outside the search's subset, and its base accuracy."""
-        evaluator = moprune.Evaluator(heldout_split(make_problem([0.0]).evaluator, splits.val), n_samples=None,
+        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples)  # a prefix of one seeded order
+        evaluator = moprune.Evaluator(heldout_split(subset, splits.val), n_samples=None,
                                       bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, **settings)
         return evaluator, evaluator.evaluate_model(model)
 
@@ -331,6 +332,9 @@ def main(argv=None):
                              "subset and score region, band and within-1-point on them (heldout_* columns)")
     parser.add_argument("--bn-batches", type=int, default=None,
                         help="batches the search's evaluators re-estimate BatchNorm on (default: the Evaluator's)")
+    parser.add_argument("--heldout-exclude", type=int, default=None,
+                        help="held-out images: those outside the seeded subset of this many (default --samples; "
+                             "larger to compare runs of different --samples on the same held-out images)")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--retrain-lr", type=float, default=0.01)
@@ -360,7 +364,7 @@ def main(argv=None):
     for spec in args.models:
         model_name, encoding = spec.split(":")
         model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
-                                                         args.data, args.bn_batches)
+                                                         args.data, args.bn_batches, args.heldout_exclude)
         heldout = make_heldout() if args.heldout else None
         for seed in args.seeds:
             runs = {}

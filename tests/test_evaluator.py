@@ -181,6 +181,15 @@ def test_bn_recalibration_reestimates_running_statistics():
     assert bn.momentum == 0.1 and not model.training
 
 
+def test_bn_recalibration_defaults_to_four_batches():
+    model = make_mlp(train=False, bn=True)
+    ev = Evaluator(VAL, n_samples=None, train_data=TRAIN, bn_batch_size=100, num_threads=1)
+    ev._recalibrate_bn(model)
+    pre = model[0](TRAIN.tensors[0]).detach()
+    torch.testing.assert_close(model[1].running_mean, pre[:400].mean(0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(model[1].running_mean, pre.mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_bn_recalibration_modes():
     space = TinySpace(make_mlp(train=True, bn=True))
     x = _genomes(5, 1)
