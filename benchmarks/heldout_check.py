@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 import torch
-from bench_peers import search_option  # a sibling script: reads --option KEY=VALUE, errors name it
-from torch.utils.data import TensorDataset
+from bench_peers import heldout_split, search_option  # a sibling script: --option KEY=VALUE, held-out images
 
 import moprune
 
@@ -40,19 +39,15 @@ def main() -> None:
     problem = moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
     moprune.search(problem, n_evals=args.evals, seed=args.seed, **dict(args.option))
     base = problem.base_accuracy
-    # the validation images outside the search's subset
-    in_subset = {x.numpy().tobytes() for x in evaluator.val_subset.tensors[0]}
-    images, labels = splits.val.tensors
-    held = torch.tensor([x.numpy().tobytes() not in in_subset for x in images])
-    held_evaluator = moprune.Evaluator(TensorDataset(images[held], labels[held]), n_samples=None, num_threads=1,
-                                       finetune=None)
+    held = heldout_split(evaluator, splits.val)  # the validation images outside the search's subset
+    held_evaluator = moprune.Evaluator(held, n_samples=None, num_threads=1, finetune=None)
     held_base = held_evaluator.evaluate_model(model)
     kept = sorted((e for e in problem.archive if np.isfinite(e.accuracy) and e.accuracy >= base),
                   key=lambda e: e.macs_ratio)
     print(f"# heldout_check: {args.model}:{args.encoding} seed {args.seed}, {args.evals} evaluations, options "
           f"{dict(args.option) or 'none'}; {platform.machine()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"# base: {100 * base:.2f}% on the {len(evaluator.val_subset)}-image subset, {100 * held_base:.2f}% on "
-          f"{int(held.sum())} held-out validation images; {len(kept)} candidates no worse than the base on the "
+          f"{len(held)} held-out validation images; {len(kept)} candidates no worse than the base on the "
           f"subset, {sum(e.accuracy > base for e in kept)} better")
     print(f"{'MACs %':>8s} {'drop on subset':>15s} {'drop held out':>14s}")
     drops = []

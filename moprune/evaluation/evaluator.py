@@ -106,8 +106,8 @@ class Evaluator:
             BatchNorm layers and ``train_data`` is given), ``True`` (always; needs ``train_data``)
             or ``False``.
         bn_batches: Number of training batches for BN re-estimation. The default 4 (1,000
-            images at the default batch size) costs less than half of 10 and ranks candidates
-            near the base the same way (``benchmarks/bench_bn_images.py``: Spearman 0.997 /
+            images at the default batch size) costs about half of 10 and ranks candidates near
+            the base about as well (``benchmarks/bench_bn_images.py``: Spearman 0.997 /
             0.994 against 5,000 images on ``resnet8`` / ``vgg_small``).
         bn_batch_size: Batch size for BN re-estimation (default: ``batch_size``).
         seed: Seed of the subsets and of fine-tuning (combined with each plan's key).
