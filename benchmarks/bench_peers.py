@@ -254,6 +254,8 @@ def wins(df, equal):
                    for column, name in HELDOUT.items() if column in rows})
     out = []
     for model, sub in rows.groupby("model"):
+        if "moprune" not in set(sub["method"]):  # a run of peers only, to be scored by variant_wins.py
+            continue
         seeds = sorted(sub["seed"].unique())
         row = {"model": model, "equal": equal, "seeds": len(seeds), **dict.fromkeys(counts, 0)}
         for seed in seeds:
