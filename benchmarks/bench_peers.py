@@ -80,8 +80,8 @@ class TimedEvaluator(moprune.Evaluator):
         self.clock = clock
         self.stamps = []
 
-    def evaluate(self, space, X, error_bounds=None):
-        records = super().evaluate(space, X, error_bounds)
+    def evaluate(self, space, X, error_bounds=None, confirm_limits=None, pooled_bounds=None):
+        records = super().evaluate(space, X, error_bounds, confirm_limits, pooled_bounds)
         self.stamps.extend([now() - self.clock[0]] * len(records))
         return records
 
@@ -90,7 +90,8 @@ HELDOUT_BN_BATCHES = 10
 """Batches of 250 training images the held-out measurement re-estimates BatchNorm on, whatever ``--bn-batches``."""
 
 
-def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None, heldout_exclude=None):
+def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None, heldout_exclude=None,
+          confirm_samples=None):
     """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
@@ -99,6 +100,8 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
     settings = dict(num_threads=threads, train_data=splits.train if bn else None,
                     n_train_samples=5000 if bn else None, finetune=None)
     search_bn = {} if bn_batches is None else {"bn_batches": bn_batches}
+    if confirm_samples is not None:  # only the default search measures on them (its front's entrants)
+        search_bn["confirm_samples"] = confirm_samples
 
     def make_problem(clock):
         evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings, **search_bn)
@@ -106,7 +109,8 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
 
     def make_heldout():
         """An evaluator of the validation images outside the search's subset, and its base accuracy."""
-        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples)  # a prefix of one seeded order
+        # a prefix of one seeded order: the search's subset, then its confirmation images
+        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples + (confirm_samples or 0))
         evaluator = moprune.Evaluator(heldout_split(subset, splits.val), n_samples=None,
                                       bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, **settings)
         return evaluator, evaluator.evaluate_model(model)
@@ -337,6 +341,10 @@ def main(argv=None):
     parser.add_argument("--heldout-exclude", type=int, default=None,
                         help="held-out images: those outside the seeded subset of this many (default --samples; "
                              "larger to compare runs of different --samples on the same held-out images)")
+    parser.add_argument("--confirm-samples", type=int, default=None,
+                        help="validation images beyond the subset on which the default search confirms the "
+                             "candidates that could enter its front (Evaluator(confirm_samples=...)); the held-out "
+                             "images are then those outside both")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--retrain-lr", type=float, default=0.01)
@@ -366,7 +374,8 @@ def main(argv=None):
     for spec in args.models:
         model_name, encoding = spec.split(":")
         model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
-                                                         args.data, args.bn_batches, args.heldout_exclude)
+                                                         args.data, args.bn_batches, args.heldout_exclude,
+                                                         args.confirm_samples)
         heldout = make_heldout() if args.heldout else None
         for seed in args.seeds:
             runs = {}

@@ -26,7 +26,10 @@ class Evaluation:
         summary: :attr:`moprune.space.Plan.summary` (kept channels per group, sparsity per layer).
         objectives: The objective values written to pymoo's ``F`` (all minimised), in the
             order of :attr:`SearchResult.objectives`.
-        accuracy: Validation accuracy in [0, 1] (``nan`` when the candidate failed).
+        accuracy: Validation accuracy in [0, 1] (``nan`` when the candidate failed). For a
+            confirmed candidate: measured on the subset and the confirmation images
+            together, shifted by the base model's own difference between those images and the
+            subset, so that its drop from the base is the one measured on all of them.
         macs, params: Absolute counts of the pruned model.
         macs_ratio, params_ratio: Ratios to the base model.
         sparsity: Fraction of prunable units (channels or weights) removed.
@@ -37,6 +40,12 @@ class Evaluation:
         error: The error message when evaluation failed, else ``None``.
         screened: Measurement stopped early because the candidate is dominated (see
             :attr:`moprune.PruningProblem.screen`); ``accuracy`` is then an upper bound.
+        subset_accuracy: Accuracy on the validation subset alone (equal to ``accuracy`` unless
+            confirmed; ``nan`` where unknown, e.g. runs written before confirmation).
+        confirmed_accuracy: For a candidate measured on the confirmation images as well (one
+            that could enter the front, see :attr:`moprune.PruningProblem.confirm`): its
+            accuracy over the subset and those images together, before the shift of
+            ``accuracy``; ``nan`` otherwise.
     """
 
     genome: np.ndarray
@@ -55,6 +64,18 @@ class Evaluation:
     seconds: float = 0.0
     error: Optional[str] = None
     screened: bool = False
+    subset_accuracy: float = float("nan")
+    confirmed_accuracy: float = float("nan")
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether it was measured on the confirmation images as well."""
+        return bool(np.isfinite(self.confirmed_accuracy))
+
+    @property
+    def accuracy_on_subset(self) -> float:
+        """Accuracy on the validation subset alone (``accuracy`` when that is not recorded)."""
+        return self.subset_accuracy if np.isfinite(self.subset_accuracy) else self.accuracy
 
 
 @dataclass

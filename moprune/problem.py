@@ -29,10 +29,10 @@ OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
 
 
-def _takes_bounds(evaluator):
-    """Whether ``evaluator.evaluate`` takes ``error_bounds`` (an evaluator of the user's own may not: no screening)."""
+def _takes(evaluator, argument):
+    """Whether ``evaluator.evaluate`` takes ``argument`` (an evaluator of the user's own may not: no screening)."""
     try:
-        return "error_bounds" in inspect.signature(evaluator.evaluate).parameters
+        return argument in inspect.signature(evaluator.evaluate).parameters
     except (TypeError, ValueError):
         return False
 
@@ -42,6 +42,18 @@ _COST_COLUMNS = {"macs": ("macs_ratio", 1.0), "params": ("params_ratio", 1.0), "
 
 SCORE_OBJECTIVE = "neg_score"
 """Name of the objective a scalarized problem minimises (``-score``)."""
+
+
+def _fewest_cheaper(reference, errors, columns, cost):
+    """Per candidate of ``cost``, the fewest ``errors`` of a ``reference`` entry at most as costly (or ``None``)."""
+    n = len(np.asarray(cost["macs_ratio"]))
+    if not reference or not columns:
+        return [None] * n
+    R = np.array([[sign * float(getattr(e, key)) for key, sign in columns] for e in reference])
+    C = np.column_stack([sign * np.asarray(cost[key], dtype=float) for key, sign in columns])
+    cheaper = (R[None, :, :] <= C[:, None, :]).all(axis=2)  # candidate x reference
+    fewest = np.where(cheaper, errors[None, :], np.iinfo(np.int64).max).min(axis=1)
+    return [int(b) if cheaper[i].any() else None for i, b in enumerate(fewest)]
 
 
 def _check_objectives(objectives):
@@ -108,12 +120,21 @@ class PruningProblem(Problem):
             are then ordered hardest first for the base model (:meth:`moprune.Evaluator.rank_images`),
             so that most such candidates stop after a few batches. An evaluator whose
             ``evaluate`` takes no ``error_bounds`` (one of the user's own) measures everything.
+        confirm: Measure the candidates that could enter the front again on the evaluator's
+            confirmation images (``Evaluator(confirm_samples=...)``; default ``False``, the
+            default search sets it on its view): those within :attr:`confirm_drop` points of the
+            base that no archived model at most as costly beats on the subset. Their archived
+            accuracy is then over both sets of images (see :class:`moprune.archive.Evaluation`):
+            a model lucky on a small subset does not keep its place on the front by luck.
+        confirm_drop: Accuracy points below the base within which candidates are confirmed.
 
     Raises:
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
     """
 
     screen = False
+    confirm = False
+    confirm_drop = 5.0
 
     def __init__(self, space: Space, evaluator: Evaluator, *, objectives: Union[str, Sequence[str]] = ("error", "macs"),
                  max_accuracy_drop: Optional[float] = None) -> None:
@@ -131,6 +152,7 @@ class PruningProblem(Problem):
         self.archive = []
         self.generation = 0
         self._base_accuracy = None
+        self._base_confirmed = None
         self._reference_start = 0  # archive entries before it were measured on other weights (rebase)
         super().__init__(n_var=space.n_var, n_obj=self._n_obj(),
                          n_ieq_constr=0 if self.max_accuracy_drop is None else 1,
@@ -147,6 +169,20 @@ class PruningProblem(Problem):
         if self._base_accuracy is None:
             self._base_accuracy = float(self.evaluator.evaluate_model(self.space.model))
         return self._base_accuracy
+
+    @property
+    def base_accuracy_confirmed(self) -> float:
+        """Accuracy of the unpruned model on the subset and the confirmation images together (measured once)."""
+        root = getattr(self, "parent", self)
+        if getattr(root, "_base_confirmed", None) is None:
+            root._base_confirmed = float(root.evaluator.evaluate_model(root.space.model, confirmation=True))
+        return root._base_confirmed
+
+    def _confirms(self):
+        """Whether candidates that could enter the front are measured on confirmation images."""
+        return (self.confirm and "error" in getattr(self, "parent", self).objectives
+                and _takes(self.evaluator, "confirm_limits")
+                and getattr(self.evaluator, "confirm_subset", None) is not None)
 
     @property
     def base_macs(self) -> float:
@@ -181,18 +217,23 @@ class PruningProblem(Problem):
         Returns:
             A dict of arrays of length ``n``: ``accuracy`` (failed candidates: 0), ``macs``,
             ``params``, ``macs_ratio``, ``params_ratio``, ``sparsity`` (failed: worst values),
-            ``failed`` (bool), ``drop`` (points) and the list ``records`` of
-            :class:`moprune.evaluation.EvalRecord`.
+            ``failed`` (bool), ``drop`` (points), ``confirmed`` (bool), ``subset_accuracy``
+            and the list ``records`` of :class:`moprune.evaluation.EvalRecord`.
         """
         X = self.as_genomes(X)
         cost = self.space.cost(X)
-        bounds = self.error_bounds(cost) if self.screen and _takes_bounds(self.evaluator) else None
-        if bounds is not None and any(b is not None for b in bounds):
-            records = self.evaluator.evaluate(self.space, X, error_bounds=bounds)
-        else:
-            records = self.evaluator.evaluate(self.space, X)
+        screen = self.screen and _takes(self.evaluator, "error_bounds")
+        confirm = self._confirms()
+        # bounds from the archive before this population, so the records do not depend on how many workers run it
+        records = self.evaluator.evaluate(self.space, X, **self._limits(cost, screen, confirm))
         failed = np.array([r.error is not None for r in records], dtype=bool)
-        accuracy = np.array([r.accuracy for r in records], dtype=float)
+        subset_accuracy = np.array([r.accuracy for r in records], dtype=float)
+        confirmed = np.array([getattr(r, "confirmed_accuracy", None) is not None for r in records], dtype=bool)
+        accuracy = subset_accuracy.copy()
+        if confirmed.any():  # on the subset's scale: the base's drop measured on all the images
+            shift = self.base_accuracy - self.base_accuracy_confirmed
+            pooled = np.array([r.confirmed_accuracy for r, c in zip(records, confirmed) if c], dtype=float)
+            accuracy[confirmed] = np.clip(pooled + shift, 0.0, 1.0)
         failed |= ~np.isfinite(accuracy)
         m = {k: np.asarray(cost[k], dtype=float).copy()
              for k in ("macs", "params", "macs_ratio", "params_ratio", "sparsity")}
@@ -202,22 +243,41 @@ class PruningProblem(Problem):
         m["sparsity"] = np.where(failed, np.minimum(m["sparsity"], 0.0), m["sparsity"])
         m["failed"] = failed
         m["raw_accuracy"] = np.where(failed, np.nan, accuracy)
+        m["subset_accuracy"] = np.where(failed, np.nan, subset_accuracy)
+        m["confirmed"] = confirmed & ~failed
         m["drop"] = 100.0 * (self.base_accuracy - m["accuracy"])
         m["records"] = records
         m["X"] = X
         return m
 
-    def error_bounds(self, cost: Dict[str, Any]) -> Optional[List[Optional[int]]]:
+    def _limits(self, cost, screen, confirm):
+        """The evaluator's ``error_bounds``, ``confirm_limits`` and ``pooled_bounds`` (those that apply)."""
+        if not (screen or confirm):
+            return {}
+        bounds = self.error_bounds(cost)
+        options = {}
+        if screen and bounds is not None and any(b is not None for b in bounds):
+            options["error_bounds"] = bounds
+        if confirm:  # an evaluator that takes confirm_limits takes pooled_bounds too
+            options["confirm_limits"] = self.confirm_limits(bounds)
+            if screen:
+                options["pooled_bounds"] = self.error_bounds(cost, pooled=True)
+        return options
+
+    def error_bounds(self, cost: Dict[str, Any], *, pooled: bool = False) -> Optional[List[Optional[int]]]:
         """Per candidate, the fewest validation errors of an archived model at most as costly.
 
         "At most as costly" in every cost objective of the problem (``macs``, ``params``,
-        ``sparsity``); archive entries that failed or were screened do not count, nor those
-        measured before a :meth:`rebase`. A candidate that makes more errors than its bound is
-        dominated by that model (see :attr:`screen`). The first call orders the evaluator's
-        validation images hardest first.
+        ``sparsity``). Errors are counted on the subset (archive entries measured on all of it:
+        not screened, or confirmed) or, with ``pooled``, on the subset and the confirmation
+        images together (entries confirmed on all of them); failed entries do not count, nor
+        those measured before a :meth:`rebase`. A candidate that makes more errors than its
+        bound is dominated by that model (see :attr:`screen`). The first call orders the
+        evaluator's validation images hardest first.
 
         Args:
             cost: ``space.cost(X)`` of the candidates.
+            pooled: Count errors on both sets of images (the evaluator's ``pooled_bounds``).
 
         Returns:
             One bound (an int, or ``None`` where no archived model is at most as costly) per
@@ -228,19 +288,32 @@ class PruningProblem(Problem):
             return None
         if hasattr(self.evaluator, "rank_images") and not self.evaluator.images_ranked:
             self.evaluator.rank_images(self.space.model)
+        entries = [e for e in root.archive[getattr(root, "_reference_start", 0):]
+                   if e.error is None and np.isfinite(e.accuracy)]
+        if pooled:
+            n_images = len(self.evaluator.val_subset) + len(self.evaluator.confirm_subset)
+            reference = [e for e in entries if e.confirmed and not e.screened]
+            errors = [int(round((1.0 - e.confirmed_accuracy) * n_images)) for e in reference]
+        else:
+            n_images = len(self.evaluator.val_subset)
+            reference = [e for e in entries if not getattr(e, "screened", False) or e.confirmed]
+            errors = [int(round((1.0 - e.accuracy_on_subset) * n_images)) for e in reference]
         columns = [_COST_COLUMNS[name] for name in root.objectives if name != "error"]
+        return _fewest_cheaper(reference, np.array(errors, dtype=np.int64), columns, cost)
+
+    def confirm_limits(self, bounds: Optional[List[Optional[int]]]) -> List[Optional[int]]:
+        """Per candidate, the most subset errors with which it is measured on the confirmation images.
+
+        Within :attr:`confirm_drop` points of the base, and no more than its bound (see
+        :meth:`error_bounds`): a candidate that beats or ties every archived model at most as
+        costly could enter the front.
+
+        Args:
+            bounds: :meth:`error_bounds` of the candidates.
+        """
         n_images = len(self.evaluator.val_subset)
-        reference = [e for e in root.archive[getattr(root, "_reference_start", 0):]
-                     if e.error is None and not getattr(e, "screened", False) and np.isfinite(e.accuracy)]
-        n = len(np.asarray(cost["macs_ratio"]))
-        if not reference or not columns:
-            return [None] * n
-        R = np.array([[sign * float(getattr(e, key)) for key, sign in columns] for e in reference])
-        errors = np.array([int(round((1.0 - e.accuracy) * n_images)) for e in reference])
-        C = np.column_stack([sign * np.asarray(cost[key], dtype=float) for key, sign in columns])
-        cheaper = (R[None, :, :] <= C[:, None, :]).all(axis=2)  # candidate x reference
-        fewest = np.where(cheaper, errors[None, :], np.iinfo(np.int64).max).min(axis=1)
-        return [int(b) if cheaper[i].any() else None for i, b in enumerate(fewest)]
+        region = int(np.floor(n_images * (1.0 - self.base_accuracy + self.confirm_drop / 100.0) + 1e-9))
+        return [region if b is None else min(region, int(b)) for b in bounds]
 
     def objective_values(self, m: Dict[str, Any]) -> np.ndarray:
         """The ``n x n_obj`` matrix of :attr:`objectives` from :meth:`measure`'s output."""
@@ -331,6 +404,8 @@ class PruningProblem(Problem):
                 seconds=float(rec.seconds),
                 error=rec.error,
                 screened=bool(getattr(rec, "screened", False)),
+                subset_accuracy=float(m["subset_accuracy"][i]),
+                confirmed_accuracy=float(rec.confirmed_accuracy) if m["confirmed"][i] else float("nan"),
             ))
 
     def _evaluate(self, X, out, *args, **kwargs):
@@ -467,14 +542,19 @@ class FocusedProblem(ProblemView):
         band: Accuracy drop in points that the search focuses on (``None``: no band).
         screen: Stop measuring candidates that are certainly dominated (see
             :attr:`PruningProblem.screen`).
+        confirm: Measure candidates that could enter the front on the confirmation images too
+            (see :attr:`PruningProblem.confirm`).
+        confirm_drop: Accuracy points below the base within which candidates are confirmed.
 
     Attributes:
-        parent, band, screen: As given.
+        parent, band, screen, confirm, confirm_drop: As given.
     """
 
-    def __init__(self, parent, band, screen=False):
+    def __init__(self, parent, band, screen=False, confirm=False, confirm_drop=5.0):
         parent = self.root(parent)
         self.screen = check_bool("screen", screen)
+        self.confirm = check_bool("confirm", confirm)
+        self.confirm_drop = check_real("confirm_drop", confirm_drop, low=0.0, high=100.0, unit="accuracy points")
         self.band = check_real("band", band, low=0.0, high=100.0, allow_none=True, unit="accuracy points")
         if self.band is not None and "error" not in parent.objectives:
             raise invalid_value("band", "None when 'error' is not an objective", band)
@@ -501,7 +581,9 @@ class FocusedProblem(ProblemView):
         out["F"] = F
         if G is not None:
             out["G"] = G
-        out["drop"] = m["drop"]  # kept on each individual (pymoo stores every output)
+        # kept on each individual (pymoo stores every output) for the saturation and ceiling points: measured
+        # on the subset, as every candidate is (a confirmed one's accuracy on more images is the front's)
+        out["drop"] = 100.0 * (self.base_accuracy - np.where(m["failed"], 0.0, m["subset_accuracy"]))
         self.parent._record(m, self.parent.objective_values(m), self.parent.constraint_values(m))
 
     def __repr__(self):

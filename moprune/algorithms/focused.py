@@ -282,7 +282,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.0, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
-                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True):
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True, confirm=True, confirm_drop=5.0):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -340,6 +340,12 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         screen: Stop measuring a candidate once it has made more validation errors than an
             evaluated model at most as costly (it is dominated whatever the other images say;
             :attr:`moprune.PruningProblem.screen`): the same front for less evaluation time.
+        confirm: Measure the candidates that could enter the front (within ``confirm_drop``
+            points of the base, beaten by no evaluated model at most as costly) on the
+            evaluator's confirmation images too, when it has some (``Evaluator(confirm_samples=...)``;
+            :attr:`moprune.PruningProblem.confirm`): a model lucky on the validation subset does
+            not hold its place on the front by luck.
+        confirm_drop: Accuracy points below the base within which candidates are confirmed.
 
     Returns:
         A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
@@ -354,7 +360,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         band = None if budgeted else DEFAULT_BAND
     if "error" not in problem.objectives and band is not None:
         band = None  # nothing to focus on without an accuracy objective
-    view = FocusedProblem(problem, band, screen=screen)
+    view = FocusedProblem(problem, band, screen=screen, confirm=confirm, confirm_drop=confirm_drop)
     space = problem.space
     if getattr(space, "vtype", None) is int:
         raise invalid_value("problem", "a problem over a binary or ratio-encoded space for 'focused' (integer "

@@ -26,6 +26,8 @@ class EvalRecord:
         screened: Measurement stopped early: the candidate had already made more errors than
             a model at most as costly (``max_errors``), so it is dominated; ``accuracy`` is then
             an upper bound (the errors seen, out of the whole subset).
+        confirmed_accuracy: Accuracy over the validation subset and the confirmation images
+            together, when the candidate was measured on both (``confirm_limit``), else ``None``.
     """
 
     plan_key: str
@@ -36,6 +38,7 @@ class EvalRecord:
     loss: float = float("nan")
     summary: dict = field(default_factory=dict, compare=False)
     screened: bool = False
+    confirmed_accuracy: Optional[float] = None
 
     @property
     def failed(self):

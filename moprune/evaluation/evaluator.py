@@ -65,15 +65,19 @@ def _check_dataset(name, data, *, allow_none=False):
     return data
 
 
-def _subset(data, n, seed):
-    """The first ``n`` items of a seeded permutation (sorted back), or all of ``data``."""
+def _subset(data, n, seed, skip=0):
+    """Items ``skip`` to ``skip + n`` of a seeded permutation (sorted back), or all of ``data``.
+
+    The same seed gives the same permutation, so ``_subset(data, m, seed, skip=n)`` never shares
+    an item with ``_subset(data, n, seed)``.
+    """
     if data is None:
         return None
     images, labels = data.tensors[:2]
-    if n is None or n >= len(images):
+    if n is None or (not skip and n >= len(images)):
         return TensorDataset(images, labels)
     g = torch.Generator().manual_seed(int(seed))
-    index = torch.randperm(len(images), generator=g)[:n].sort().values
+    index = torch.randperm(len(images), generator=g)[skip:skip + n].sort().values
     return TensorDataset(images[index], labels[index])
 
 
@@ -110,6 +114,12 @@ class Evaluator:
             the base about as well (``benchmarks/bench_bn_images.py``: Spearman 0.997 /
             0.994 against 5,000 images on ``resnet8`` / ``vgg_small``).
         bn_batch_size: Batch size for BN re-estimation (default: ``batch_size``).
+        confirm_samples: Size of a second validation subset, disjoint from the first (the next
+            items of the same seeded permutation), on which a search that asks for it
+            (``confirm_limit``) measures again the candidates that could enter its front, so that
+            a model lucky on the first subset does not stay on the front by that luck alone
+            (``None``: no such subset). Needs ``n_samples``, and ``n_samples + confirm_samples``
+            validation images.
         seed: Seed of the subsets and of fine-tuning (combined with each plan's key).
         cache: Cache results by plan key.
         cache_size: Maximum number of cached plans (``None``: unbounded).
@@ -163,7 +173,8 @@ class Evaluator:
     def __init__(self, val_data: TensorDataset, *, n_samples: Optional[int] = 2000, batch_size: int = 250,
                  finetune: Union[None, str, int, Dict[str, Any]] = "auto", train_data: Optional[TensorDataset] = None,
                  n_train_samples: Optional[int] = None, bn_recalibration: Union[str, bool] = "auto",
-                 bn_batches: int = 4, bn_batch_size: Optional[int] = None, seed: int = 0, cache: bool = True,
+                 bn_batches: int = 4, bn_batch_size: Optional[int] = None, confirm_samples: Optional[int] = None,
+                 seed: int = 0, cache: bool = True,
                  cache_size: Optional[int] = None, num_threads: Optional[int] = None, device: Device = "auto",
                  amp: Optional[str] = None, channels_last: Union[str, bool] = "auto",
                  workers: Optional[int] = None, devices: Optional[Sequence[Device]] = None,
@@ -183,6 +194,10 @@ class Evaluator:
             raise conflict(("train_data",), "a TensorDataset when bn_recalibration=True", None)
         self.bn_batches = check_int("bn_batches", bn_batches, low=1)
         self.bn_batch_size = check_int("bn_batch_size", bn_batch_size, low=1, allow_none=True) or self.batch_size
+        self.confirm_samples = check_int("confirm_samples", confirm_samples, low=1, allow_none=True)
+        if self.confirm_samples is not None and self.n_samples is None:
+            raise conflict(("n_samples",), "a number of images when confirm_samples is set (the rest of the "
+                           "validation data holds the confirmation images)", None)
         self.seed = check_seed(seed)
         self.use_cache = check_bool("cache", cache)
         self.num_threads = check_int("num_threads", num_threads, low=1, allow_none=True)
@@ -210,8 +225,9 @@ class Evaluator:
         self.n_evaluated = 0
         self.n_cached = 0
         self.n_failed = 0
-        self._val = self._train = None
+        self._val = self._train = self._confirm = None
         self._val_order = None  # rank_images' permutation of the validation subset
+        self._confirm_order = None  # and of the confirmation images
         self._fingerprint = None
         self.attach_data(val_data, train_data)
 
@@ -263,13 +279,23 @@ class Evaluator:
         if getattr(self, "_val_order", None) is not None and len(self._val_order) == len(val):
             val = TensorDataset(*(t[self._val_order] for t in val.tensors))  # rank_images' order
         train = _subset(train_data, self.n_train_samples, self.seed + 1)
+        confirm = None
+        if getattr(self, "confirm_samples", None) is not None:
+            available = len(val_data) - len(val)
+            if self.confirm_samples > available:
+                raise invalid_value("confirm_samples", f"at most {available} (the validation images outside the "
+                                    f"{len(val)}-image subset)", self.confirm_samples)
+            confirm = _subset(val_data, self.confirm_samples, self.seed, skip=len(val))
+            if getattr(self, "_confirm_order", None) is not None and len(self._confirm_order) == len(confirm):
+                confirm = TensorDataset(*(t[self._confirm_order] for t in confirm.tensors))
         fingerprint = (len(val), len(train) if train is not None else 0,
-                       float(val.tensors[0].double().sum()), int(val.tensors[1].sum()))
+                       float(val.tensors[0].double().sum()), int(val.tensors[1].sum()),
+                       0 if confirm is None else len(confirm))
         if self._fingerprint is not None and fingerprint != self._fingerprint:
             raise MopruneError("attach_data: these datasets differ from the evaluator's original ones")
         self._fingerprint = fingerprint
-        self._cpu_subsets = (val, train)
-        self._val, self._train = self._on_device(val), self._on_device(train)
+        self._cpu_subsets = (val, train, confirm)
+        self._val, self._train, self._confirm = self._on_device(val), self._on_device(train), self._on_device(confirm)
 
     def _on_device(self, data):
         if data is None or all(t.device == self.device for t in data.tensors):
@@ -283,6 +309,12 @@ class Evaluator:
         return self._val
 
     @property
+    def confirm_subset(self) -> Optional[TensorDataset]:
+        """The confirmation images (``confirm_samples``, disjoint from :attr:`val_subset`), or ``None``."""
+        self._require_data()
+        return self._confirm
+
+    @property
     def train_subset(self) -> Optional[TensorDataset]:
         """The training subset used for fine-tuning and BN re-estimation (or ``None``)."""
         self._require_data()
@@ -294,7 +326,7 @@ class Evaluator:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_val"] = state["_train"] = state["_cpu_subsets"] = state["_pool"] = None
+        state["_val"] = state["_train"] = state["_confirm"] = state["_cpu_subsets"] = state["_pool"] = None
         state["_hold_pool"] = False
         return state
 
@@ -304,7 +336,8 @@ class Evaluator:
         state.setdefault("_hold_pool", False)
         for key, value in (("device", torch.device("cpu")), ("amp", None), ("_amp_dtype", None),
                            ("workers", None), ("devices", None), ("backend", "local"), ("address", None),
-                           ("_cpu_only", False), ("channels_last", False), ("_val_order", None)):
+                           ("_cpu_only", False), ("channels_last", False), ("_val_order", None),
+                           ("confirm_samples", None), ("_confirm", None), ("_confirm_order", None)):
             state.setdefault(key, value)
         self.__dict__.update(state)
 
@@ -316,7 +349,7 @@ class Evaluator:
                 value = None  # a copy starts its own pool when it needs one
             elif key == "_hold_pool":
                 value = False
-            elif key not in ("_val", "_train", "_cpu_subsets"):
+            elif key not in ("_val", "_train", "_confirm", "_cpu_subsets"):
                 value = copy.deepcopy(value, memo)
             new.__dict__[key] = value
         return new
@@ -431,20 +464,21 @@ class Evaluator:
         return self._measure(model)[0]
 
     @torch.inference_mode()
-    def _measure(self, model, max_errors=None):
-        """``(accuracy, screened)`` of ``model`` on the validation subset.
+    def _measure(self, model, max_errors=None, data=None):
+        """``(accuracy, screened)`` of ``model`` on the validation subset (or on ``data``).
 
         With ``max_errors``, measurement stops once the model has made more errors than that
         (``screened``); the accuracy is then the upper bound ``(n - errors_seen) / n``.
         """
         self._require_data()
+        data = self._val if data is None else data
         model.eval()
-        errors, n = 0, len(self._val)
+        errors, n = 0, len(data)
         batch_size = self.batch_size if max_errors is None else min(self.batch_size, SCREEN_BATCH)
         autocast = (torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
                     if self._amp_dtype is not None else contextlib.nullcontext())
         with autocast:
-            for x, y in batches(self._val, batch_size):
+            for x, y in batches(data, batch_size):
                 errors += int((model(x).argmax(1) != y).sum())
                 if max_errors is not None and errors > max_errors:
                     return (n - errors) / n, True
@@ -461,34 +495,60 @@ class Evaluator:
 
         Screened measurements (``max_errors``) then see most of a candidate's errors in the
         first batches and stop early; full measurements are unchanged (the same images). The
-        order is kept through pickling and :meth:`attach_data`.
+        confirmation images are ordered the same way. The order is kept through pickling and
+        :meth:`attach_data`.
         """
         self._require_data()
         model = copy.deepcopy(model)
         with self.threads():
             model = self._to_device(model).eval()
-            margins = []
-            for x, y in batches(self._val, self.batch_size):
-                out = model(x).float()
-                true = out.gather(1, y[:, None])[:, 0]
-                rest = out.scatter(1, y[:, None], float("-inf")).max(1).values
-                margins.append((true - rest).cpu())
-        order = torch.argsort(torch.cat(margins), stable=True)
+            order = self._hardest_first(model, self._val)
+            confirm_order = None if self._confirm is None else self._hardest_first(model, self._confirm)
         current = self._val_order if self._val_order is not None else torch.arange(len(order))
         self._val_order = current[order]
-        self._val = TensorDataset(*(t[order.to(t.device)] for t in self._val.tensors))
-        val, train = self._cpu_subsets
-        self._cpu_subsets = (TensorDataset(*(t[order] for t in val.tensors)), train)
+        val, train, confirm = self._cpu_subsets
+        val = TensorDataset(*(t[order] for t in val.tensors))
+        if confirm_order is not None:
+            current = self._confirm_order if self._confirm_order is not None else torch.arange(len(confirm_order))
+            self._confirm_order = current[confirm_order]
+            confirm = TensorDataset(*(t[confirm_order] for t in confirm.tensors))
+        self._cpu_subsets = (val, train, confirm)
+        self._val, self._confirm = self._on_device(val), self._on_device(confirm)
 
-    def evaluate_model(self, model: nn.Module) -> float:
+    def _hardest_first(self, model, data):
+        """The permutation of ``data`` by ``model``'s logit margin of the true class, smallest first."""
+        margins = []
+        for x, y in batches(data, self.batch_size):
+            out = model(x).float()
+            true = out.gather(1, y[:, None])[:, 0]
+            rest = out.scatter(1, y[:, None], float("-inf")).max(1).values
+            margins.append((true - rest).cpu())
+        return torch.argsort(torch.cat(margins), stable=True)
+
+    def evaluate_model(self, model: nn.Module, *, confirmation: bool = False) -> float:
         """Accuracy of an unpruned model (no fine-tuning, no BN re-estimation): the base accuracy.
 
         ``model`` is measured on a copy on the evaluator's device (it stays where it is).
+
+        Args:
+            model: The model.
+            confirmation: Measure it on the validation subset and the confirmation images
+                together (as a confirmed candidate is; needs ``confirm_samples``).
         """
+        if confirmation and self.confirm_subset is None:
+            raise conflict(("confirm_samples",), "a number of images for evaluate_model(confirmation=True)", None)
         with self.threads():
             if self._wants_channels_last() or any(p.device != self.device for p in model.parameters()):
                 model = self._to_device(copy.deepcopy(model))  # measured as the candidates are
-            return self.accuracy(model)
+            accuracy = self.accuracy(model)
+            if confirmation:
+                accuracy = self._pooled(accuracy, self._measure(model, data=self._confirm)[0])
+            return accuracy
+
+    def _pooled(self, accuracy, confirm_accuracy):
+        """Accuracy over the validation subset and the confirmation images together."""
+        n, c = len(self._val), len(self._confirm)
+        return (accuracy * n + confirm_accuracy * c) / (n + c)
 
     def _wants_channels_last(self):
         return self.channels_last is True or (self.channels_last == "auto" and self.device.type == "cpu")
@@ -522,7 +582,8 @@ class Evaluator:
             return False
         return has_batchnorm(model)
 
-    def run(self, space: "Space", plan: "Plan", max_errors: Optional[int] = None) -> EvalRecord:
+    def run(self, space: "Space", plan: "Plan", max_errors: Optional[int] = None,
+            confirm_limit: Optional[int] = None, max_pooled_errors: Optional[int] = None) -> EvalRecord:
         """Evaluate one plan without the cache: materialize, fine-tune, re-estimate BN, measure.
 
         Failures (an exception, a non-finite fine-tuning loss) are caught and returned as a
@@ -533,11 +594,19 @@ class Evaluator:
             plan: The plan.
             max_errors: Stop measuring once the candidate made more validation errors than
                 this (``None``: measure all); the record is then ``screened``.
+            confirm_limit: Measure the candidate on the confirmation images as well when it
+                made at most this many errors on the subset (``None``: never; needs
+                ``confirm_samples``); the record's ``confirmed_accuracy`` is then its accuracy
+                over both.
+            max_pooled_errors: Stop measuring the confirmation images once the candidate made
+                more errors than this on both sets together (``None``: measure all); the record
+                is then ``screened`` and its ``confirmed_accuracy`` an upper bound.
         """
         self._require_data()
         start = time.perf_counter()
         loss = float("nan")
         screened = False
+        confirmed = None
         try:
             if self.finetune is not None:
                 model, loss = self.finetune_plan(space, plan, seed=plan_seed(self.seed, plan.key))
@@ -548,12 +617,26 @@ class Evaluator:
             if self._wants_bn(model):
                 self._recalibrate_bn(model)
             accuracy, screened = self._measure(model, max_errors)
+            if self._confirms(accuracy, screened, confirm_limit):
+                left = None if max_pooled_errors is None else max(-1, int(max_pooled_errors) - self._errors(accuracy))
+                confirm_accuracy, screened = self._measure(model, left, data=self._confirm)
+                confirmed = self._pooled(accuracy, confirm_accuracy)
             error = None
         except Exception as exc:  # a failing candidate must not stop the search
             accuracy, error = float("nan"), f"{type(exc).__name__}: {exc}"
             logger.warning("candidate %s failed: %s", plan.key, error)
         return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
-                          cached=False, error=error, loss=loss, summary=dict(plan.summary), screened=screened)
+                          cached=False, error=error, loss=loss, summary=dict(plan.summary), screened=screened,
+                          confirmed_accuracy=confirmed)
+
+    def _errors(self, accuracy):
+        """Errors on the validation subset of a record's ``accuracy``."""
+        return int(round((1.0 - accuracy) * len(self._val)))
+
+    def _confirms(self, accuracy, screened, confirm_limit):
+        """Whether a candidate measured at ``accuracy`` on the subset is measured on the confirmation images too."""
+        return (confirm_limit is not None and self._confirm is not None and not screened
+                and self._errors(accuracy) <= confirm_limit)
 
     def finetune_plan(self, space: "Space", plan: Union["Plan", np.ndarray], *, seed: int,
                       **options: Any) -> Tuple[nn.Module, float]:
@@ -608,8 +691,9 @@ class Evaluator:
         finally:
             torch.set_num_threads(previous)
 
-    def evaluate(self, space: "Space", X: np.ndarray,
-                 error_bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
+    def evaluate(self, space: "Space", X: np.ndarray, error_bounds: Optional[Sequence[Optional[int]]] = None,
+                 confirm_limits: Optional[Sequence[Optional[int]]] = None,
+                 pooled_bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
         """Evaluate a population.
 
         Args:
@@ -619,6 +703,12 @@ class Evaluator:
                 beyond which the candidate cannot matter (a model at most as costly made that
                 many); its measurement stops there (see :meth:`run`). A screened record in the
                 cache serves a genome only while it still exceeds the genome's bound.
+            confirm_limits: Optional, one per genome: ``None`` or the most errors on the subset
+                with which the candidate is measured on the confirmation images too (see
+                :meth:`run`). A cached record that was not confirmed but now would be is run again.
+            pooled_bounds: Optional, one per genome: ``None`` or the number of errors on the
+                subset and the confirmation images together beyond which a confirmed candidate
+                cannot matter (``max_pooled_errors`` of :meth:`run`).
 
         Returns:
             A list of ``n`` :class:`EvalRecord`, in the order of ``X``. A plan already in the
@@ -633,9 +723,11 @@ class Evaluator:
             error_bounds = [None] * len(X)
         elif len(error_bounds) != len(X):
             raise invalid_value("error_bounds", f"None or {len(X)} bounds (one per genome)", len(error_bounds))
+        confirm_limits = self._per_genome("confirm_limits", confirm_limits, len(X))
+        pooled_bounds = self._per_genome("pooled_bounds", pooled_bounds, len(X))
         # decide per genome: undecodable, served by the cache, served by an earlier genome of X, or run
         entries, to_run, bounds, first = [], [], [], {}
-        for x, bound in zip(X, error_bounds):
+        for x, bound, limit, pooled in zip(X, error_bounds, confirm_limits, pooled_bounds):
             try:
                 plan = space.decode(x)
             except Exception as exc:  # an undecodable genome is a failed candidate
@@ -646,6 +738,9 @@ class Evaluator:
             hit = self.cache.get(plan.key) if self.use_cache else None
             if hit is not None and hit.screened and not self._still_screened(hit, bound):
                 hit = None  # stopped early against a bound this genome does not have: measure again
+            elif hit is not None and hit.confirmed_accuracy is None and not hit.failed \
+                    and self._confirms(hit.accuracy, hit.screened, limit):
+                hit = None  # measured on the subset only, and this genome's limit asks for confirmation
             if hit is not None:
                 entries.append(("cached", hit))
             elif self.use_cache and plan.key in first:
@@ -654,7 +749,7 @@ class Evaluator:
                 first[plan.key] = len(to_run)
                 entries.append(("run", len(to_run)))
                 to_run.append(plan)
-                bounds.append(None if bound is None else int(bound))
+                bounds.append(tuple(None if v is None else int(v) for v in (bound, limit, pooled)))
         records = self._run_plans(space, to_run, bounds)
         out = []
         for kind, value in entries:
@@ -677,26 +772,36 @@ class Evaluator:
                 out.append(record)
         return out
 
+    @staticmethod
+    def _per_genome(name, values, n):
+        if values is None:
+            return [None] * n
+        if len(values) != n:
+            raise invalid_value(name, f"None or {n} values (one per genome)", len(values))
+        return list(values)
+
     def _still_screened(self, record, bound):
         """Whether a screened ``record`` made more errors than ``bound`` (so it still need not be measured)."""
         if bound is None:
             return False
-        errors_seen = int(round((1.0 - record.accuracy) * len(self.val_subset)))
-        return errors_seen > bound
+        return self._errors(record.accuracy) > bound
 
-    def _run_plans(self, space, plans, bounds=None):
-        """Records of ``plans`` (in order), run in this process or on the workers."""
+    def _run_plans(self, space, plans, limits=None):
+        """Records of ``plans`` (in order), run in this process or on the workers.
+
+        ``limits``: per plan, ``(max_errors, confirm_limit, max_pooled_errors)`` of :meth:`run` (``None``: none).
+        """
         if not plans:
             return []
-        bounds = [None] * len(plans) if bounds is None else bounds
+        limits = [(None, None, None)] * len(plans) if limits is None else limits
         if self.workers is None:
             from moprune.evaluation.workers import trim_memory
 
             with self.threads():
-                records = [self.run(space, plan, bound) for plan, bound in zip(plans, bounds)]
+                records = [self.run(space, plan, *limit) for plan, limit in zip(plans, limits)]
             trim_memory()  # hand the freed candidates' memory back, so a long search does not grow
             return records
-        return self._pool_for(space).run(plans, bounds)
+        return self._pool_for(space).run(plans, limits)
 
     def __repr__(self):
         return (f"Evaluator(n_samples={self.n_samples}, batch_size={self.batch_size}, "
@@ -716,5 +821,5 @@ class _WorkerEvaluator(Evaluator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        val, train = self._cpu_subsets
-        self._val, self._train = self._on_device(val), self._on_device(train)
+        val, train, confirm = self._cpu_subsets
+        self._val, self._train, self._confirm = self._on_device(val), self._on_device(train), self._on_device(confirm)

@@ -20,7 +20,7 @@ import logging
 import os
 import weakref
 from collections import deque
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from moprune.evaluation.cache import EvalRecord
 from moprune.evaluation.workers import MAX_RETRIES, default_threads, died_record, trim_memory
@@ -119,9 +119,9 @@ class _Actor:
     def trim(self) -> None:
         trim_memory()
 
-    def run(self, plan: Any, max_errors: Optional[int] = None) -> EvalRecord:
+    def run(self, plan: Any, max_errors: Optional[int] = None, confirm_limit: Optional[int] = None) -> EvalRecord:
         try:
-            return self._evaluator.run(self._space, plan, max_errors)
+            return self._evaluator.run(self._space, plan, max_errors, confirm_limit)
         except Exception as exc:  # run() catches the candidate's errors; anything else fails it too
             return EvalRecord(plan_key=plan.key, accuracy=float("nan"), error=f"{type(exc).__name__}: {exc}",
                               summary=dict(plan.summary))
@@ -236,15 +236,16 @@ class RayPool:
         self._space, self._space_ref = space, self._ray.put(space)
         self._side += [(a, a.set_space.remote(self._space_ref)) for a in self._actors]
 
-    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
+    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], Optional[int]]]] = None
+            ) -> List[EvalRecord]:
         """Evaluate ``plans`` on the actors; the records come back in the order of ``plans``.
 
-        ``bounds``: each plan's ``max_errors`` (:meth:`moprune.Evaluator.run`), or ``None``.
+        ``bounds``: each plan's ``(max_errors, confirm_limit)`` (:meth:`moprune.Evaluator.run`), or ``None``.
         """
         if not self.alive:
             raise MopruneError("this Ray actor pool has been closed")
         try:
-            results = self._run(plans, [None] * len(plans) if bounds is None else list(bounds))
+            results = self._run(plans, [(None, None)] * len(plans) if bounds is None else list(bounds))
         except BaseException:  # Ctrl-C or an error: tasks may be in flight, so the pool cannot be reused
             self.close()
             raise
@@ -276,7 +277,7 @@ class RayPool:
         while left:
             while idle and pending:
                 slot, index = idle.popleft(), pending.popleft()
-                in_flight[self._actors[slot].run.remote(plans[index], bounds[index])] = (slot, index)
+                in_flight[self._actors[slot].run.remote(plans[index], *bounds[index])] = (slot, index)
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             slot, index = in_flight.pop(ref)
             try:

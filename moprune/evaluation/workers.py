@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from moprune.evaluation.cache import EvalRecord
 from moprune.exceptions import MopruneError
@@ -104,9 +104,9 @@ def _worker_main(conn, threads: int) -> None:
         if kind == "trim":  # the population is done: hand freed memory back while the parent works
             trim_memory()
             continue
-        _, index, plan, max_errors = message
+        _, index, plan, limits = message
         try:
-            record = evaluator.run(space, plan, max_errors)
+            record = evaluator.run(space, plan, *limits)
         except Exception as exc:  # run() catches the candidate's errors; anything else fails it too
             record = EvalRecord(plan_key=plan.key, accuracy=float("nan"), error=f"{type(exc).__name__}: {exc}",
                                 summary=dict(plan.summary))
@@ -244,15 +244,16 @@ class WorkerPool:
             except (BrokenPipeError, OSError):
                 pass  # a dead worker is replaced (with the new space) when its death is noticed
 
-    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Optional[int]]] = None) -> List[EvalRecord]:
+    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], Optional[int]]]] = None
+            ) -> List[EvalRecord]:
         """Evaluate ``plans`` on the workers; the records come back in the order of ``plans``.
 
-        ``bounds``: each plan's ``max_errors`` (:meth:`moprune.Evaluator.run`), or ``None``.
+        ``bounds``: each plan's ``(max_errors, confirm_limit)`` (:meth:`moprune.Evaluator.run`), or ``None``.
         """
         if not self.alive:
             raise MopruneError("this worker pool has been closed")
         try:
-            results = self._run(plans, [None] * len(plans) if bounds is None else list(bounds))
+            results = self._run(plans, [(None, None)] * len(plans) if bounds is None else list(bounds))
         except BaseException:  # Ctrl-C or an error: tasks may be in flight, so the pool cannot be reused
             self.close()
             raise

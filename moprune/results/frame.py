@@ -33,7 +33,8 @@ _BASE_COLUMNS = [
     "params_ratio", "sparsity", "feasible",
 ]
 _TAIL_COLUMNS = [
-    "plan_key", "genome_hash", "cached", "screened", "seconds", "algorithm", "seed", "error_message", "genome",
+    "plan_key", "genome_hash", "cached", "screened", "confirmed", "subset_accuracy", "confirmed_accuracy", "seconds",
+    "algorithm", "seed", "error_message", "genome",
 ]
 
 
@@ -59,8 +60,10 @@ def to_frame(result: SearchResult) -> pd.DataFrame:
         ``generation, accuracy, error, accuracy_drop, macs, macs_ratio, params, params_ratio,
         sparsity, feasible``, one ``objective_<name>`` column per objective, the plan summary
         (e.g. ``"kept/conv1"`` or ``"sparsity/fc1"``), then ``plan_key, genome_hash, cached,
-        screened, seconds, algorithm, seed, error_message, genome`` (``screened``: measurement
-        stopped early on a dominated candidate, whose ``accuracy`` is then an upper bound).
+        screened, confirmed, subset_accuracy, confirmed_accuracy, seconds, algorithm, seed,
+        error_message, genome`` (``screened``: measurement stopped early on a dominated
+        candidate, whose ``accuracy`` is then an upper bound; ``confirmed``: measured on the
+        confirmation images too, see :class:`moprune.archive.Evaluation`).
         ``error`` is ``1 - accuracy`` and
         ``accuracy_drop`` is ``100 * (base_accuracy - accuracy)`` in points. ``df.attrs`` holds
         ``base_accuracy``, ``base_macs``, ``base_params``, ``objectives``, ``algorithm``,
@@ -103,6 +106,9 @@ def to_frame(result: SearchResult) -> pd.DataFrame:
             "genome_hash": genome_hash(ev.genome),
             "cached": bool(ev.cached),
             "screened": bool(getattr(ev, "screened", False)),
+            "confirmed": bool(getattr(ev, "confirmed", False)),
+            "subset_accuracy": float(getattr(ev, "accuracy_on_subset", accuracy)),
+            "confirmed_accuracy": float(getattr(ev, "confirmed_accuracy", math.nan)),
             "seconds": float(ev.seconds),
             "algorithm": result.algorithm,
             "seed": result.seed,
@@ -184,10 +190,15 @@ def objective_matrix(df, objectives):
 
 
 def _valid_rows(df, objectives, feasible_only):
-    """Rows that count: evaluated without error, finite objectives, (feasible), unique plan."""
+    """Rows that count: evaluated without error and in full, finite objectives, (feasible), unique plan.
+
+    A screened row's accuracy is only an upper bound: it is never on a front.
+    """
     mask = np.ones(len(df), dtype=bool)
     if "error_message" in df.columns:
         mask &= df["error_message"].isna().to_numpy()
+    if "screened" in df.columns:
+        mask &= ~df["screened"].to_numpy(dtype=bool)
     if feasible_only and "feasible" in df.columns:
         mask &= df["feasible"].to_numpy(dtype=bool)
     F = objective_matrix(df, objectives)

@@ -174,6 +174,7 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
     summaries = _summaries(df)
     archive = []
     screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
+    subset, confirmed = _confirmation_columns(df)
     for i, row in enumerate(df[needed[:12]].itertuples(index=False)):
         archive.append(Evaluation(
             genome=np.asarray(genomes[i]),
@@ -192,8 +193,18 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
             seconds=float(row.seconds),
             error=_message(row.error_message),
             screened=bool(screened[i]),  # runs written before screening existed have no such column
+            subset_accuracy=float(subset[i]),
+            confirmed_accuracy=float(confirmed[i]),
         ))
     return archive
+
+
+def _confirmation_columns(df):
+    """``subset_accuracy`` and ``confirmed_accuracy`` (``nan`` where absent: runs written before confirmation)."""
+    nan = np.full(len(df), np.nan)
+    subset = df["subset_accuracy"].to_numpy(dtype=float) if "subset_accuracy" in df.columns else nan
+    confirmed = df["confirmed_accuracy"].to_numpy(dtype=float) if "confirmed_accuracy" in df.columns else nan
+    return subset, confirmed
 
 
 def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
@@ -205,13 +216,17 @@ def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
     """
     summaries = _summaries(df)
     screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
+    subset, confirmed = _confirmation_columns(df)
     records = {}
     for i, row in enumerate(df[["plan_key", "accuracy", "seconds", "cached", "error_message"]]
                             .itertuples(index=False)):
         key = str(row.plan_key)
         if bool(row.cached) or key == "<undecodable>" or key in records:
             continue
-        records[key] = EvalRecord(plan_key=key, accuracy=float(row.accuracy), seconds=float(row.seconds),
+        # the evaluator's record: accuracy on the subset, and over both sets of images where confirmed
+        accuracy = float(subset[i]) if np.isfinite(subset[i]) else float(row.accuracy)
+        records[key] = EvalRecord(plan_key=key, accuracy=accuracy, seconds=float(row.seconds),
                                   error=_message(row.error_message), summary=summaries[i],
-                                  screened=bool(screened[i]))
+                                  screened=bool(screened[i]),
+                                  confirmed_accuracy=float(confirmed[i]) if np.isfinite(confirmed[i]) else None)
     return list(records.values())
