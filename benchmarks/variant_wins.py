@@ -59,12 +59,16 @@ def main() -> None:
     peer_points = pd.read_csv(peer_points_path) if os.path.exists(peer_points_path) else None
     if peer_points is not None:
         peer_points = peer_points[~peer_points["method"].isin(["moprune", "uniform"])]
-    runs = {f"{os.path.basename(args.peers)} (moprune)": (full[full["method"] == "moprune"], None)}
+    own = full[full["method"] == "moprune"]
+    runs = {f"{os.path.basename(args.peers)} (moprune)": (own, None)} if len(own) else {}  # a peers-only run has none
     for path in args.variants:
         frame = pd.read_csv(path)
+        frame = frame[frame["method"] == "moprune"]  # a variant's run may hold the uniform sweep too
         own_points = path[:-len(".csv")] + "_points.csv.gz"
-        runs[os.path.basename(path)] = (frame[frame["equal"] == "evals"],
-                                        pd.read_csv(own_points) if os.path.exists(own_points) else None)
+        points = pd.read_csv(own_points) if os.path.exists(own_points) else None
+        if points is not None:
+            points = points[points["method"] == "moprune"]
+        runs[os.path.basename(path)] = (frame[frame["equal"] == "evals"], points)
     columns = [(c, b) for c, b in COLUMNS if c in peers.columns]  # older runs lack hv_band
     rows = []
     for name, (frame, points) in runs.items():
