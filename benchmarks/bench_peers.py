@@ -10,6 +10,9 @@ same number of evaluations:
 - ``moprune-noscreen``: the default with ``screen=False`` (every candidate measured on all the
   validation images, none stopped early as dominated: the default before 2026-12-06, session 14;
   an ablation, not a peer);
+- ``moprune-noconfirm``: the default with ``confirm=False`` (the candidates that could enter the
+  front are not measured again on the confirmation images: the default before 2026-12-06,
+  session 16; an ablation, not a peer);
 - ``moprune-nsga2``: ``moprune.search(problem, "nsga2", ...)`` (the default before 2026-12-01);
 - ``random``: ``moprune.search(problem, "random", ...)``;
 - ``optuna-tpe``: Optuna's ``TPESampler(multivariate=True, seed=s)`` (ratio encodings only: one
@@ -29,6 +32,13 @@ candidates finished within the shortest method's time for that seed; time includ
 optimizer's own overhead; ``--clock cpu`` measures this process's CPU time instead of wall
 time, for a machine shared with other jobs). ``uniform`` is left out of the equal-time table (it stops early).
 With ``--out P``, every candidate's (error, MACs, time) goes to ``P_points.csv.gz`` for re-analysis.
+
+The evaluator holds confirmation images by default (``Evaluator(confirm_samples="auto")``: as
+many again as the subset), on which only the default search measures the candidates that could
+enter its front; a confirmed candidate's error in these figures is then over both sets of images
+(``--confirm-samples none`` leaves them out). ``--heldout`` measures each run's front again on
+the validation images outside the subset and the confirmation images (``heldout_*`` columns, and
+``claim_1_*``: whether the smallest model the run offers within 1 point still is held out).
 
 Then, with ``--retrain``: for the first seed of each model (every seed with ``--retrain-all-seeds``),
 the most accurate fully measured candidate of the default search (and of each of ``--retrain-methods``)
@@ -60,10 +70,10 @@ from moprune.cli.config import parse_option
 from moprune.io import atomic_path
 from moprune.results.indicators import hypervolume
 
-ABLATIONS = ("moprune-notilt", "moprune-noscreen")
+ABLATIONS = ("moprune-notilt", "moprune-noscreen", "moprune-noconfirm")
 """The default with one of its parts off: reported, but not counted as a peer to beat."""
 
-METHODS = ("moprune", "moprune-notilt", "moprune-noscreen", "moprune-nsga2", "random", "optuna-tpe", "optuna-nsga2", "uniform")
+METHODS = ("moprune", "moprune-notilt", "moprune-noscreen", "moprune-noconfirm", "moprune-nsga2", "random", "optuna-tpe", "optuna-nsga2", "uniform")
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -91,7 +101,7 @@ HELDOUT_BN_BATCHES = 10
 
 
 def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None, heldout_exclude=None,
-          confirm_samples=None):
+          confirm_samples="auto"):
     """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
@@ -100,8 +110,9 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
     settings = dict(num_threads=threads, train_data=splits.train if bn else None,
                     n_train_samples=5000 if bn else None, finetune=None)
     search_bn = {} if bn_batches is None else {"bn_batches": bn_batches}
-    if confirm_samples is not None:  # only the default search measures on them (its front's entrants)
-        search_bn["confirm_samples"] = confirm_samples
+    # only the default search measures on them (its front's entrants); peers ignore them
+    search_bn["confirm_samples"] = confirm_samples
+    confirmed = moprune.Evaluator(splits.val, n_samples=samples, confirm_samples=confirm_samples).confirm_samples
 
     def make_problem(clock):
         evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings, **search_bn)
@@ -110,7 +121,7 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
     def make_heldout():
         """An evaluator of the validation images outside the search's subset, and its base accuracy."""
         # a prefix of one seeded order: the search's subset, then its confirmation images
-        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples + (confirm_samples or 0))
+        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples + (confirmed or 0))
         evaluator = moprune.Evaluator(heldout_split(subset, splits.val), n_samples=None,
                                       bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, **settings)
         return evaluator, evaluator.evaluate_model(model)
@@ -132,22 +143,33 @@ def heldout_metrics(space, archive, keep, base_accuracy, heldout):
     What a user of the run is offered is its front on the search's subset; on held-out images a
     model that beat the base there by an image or two usually does not. Returns
     :func:`metrics`' region, band and within-0.5/1-point figures of the re-measured front, each
-    prefixed ``heldout_``, against the base accuracy on the same images.
+    prefixed ``heldout_``, against the base accuracy on the same images; and whether the run's
+    claims hold: the smallest front model within 1 point of the base by the run's own accuracy,
+    its drop held out (``claim_1_heldout_drop``, points) and whether that is within 1 point too
+    (``claim_1_holds``).
     """
     evaluator, held_base = heldout
     base_error = 1.0 - base_accuracy
     entries = [e for e, k in zip(archive, keep) if k and np.isfinite(e.accuracy) and not getattr(e, "screened", False)
                and 1.0 - e.accuracy < base_error + 0.10]
     if not entries:
-        return {f"heldout_{k}": (0.0 if k.startswith("hv") else np.nan)
-                for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")}
+        return {**{f"heldout_{k}": (0.0 if k.startswith("hv") else np.nan)
+                   for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")},
+                "claim_1_heldout_drop": np.nan, "claim_1_holds": np.nan}
     F = np.array([[1.0 - e.accuracy, e.macs_ratio] for e in entries])
     front = [entries[i] for i in find_non_dominated(F)]
     records = evaluator.evaluate(space, np.array([e.genome for e in front]))
     points = np.array([[1.0 - r.accuracy if np.isfinite(r.accuracy) else 1.0, e.macs_ratio]
                        for e, r in zip(front, records)])
     m = metrics(points, held_base)
-    return {f"heldout_{k}": m[k] for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")}
+    out = {f"heldout_{k}": m[k] for k in ("hv_region", "hv_band", "macs_within_0.5", "macs_within_1")}
+    claimed = [i for i, e in enumerate(front) if 100.0 * (base_accuracy - e.accuracy) <= 1.0 + 1e-9]
+    drop = np.nan
+    if claimed:
+        i = min(claimed, key=lambda j: front[j].macs_ratio)
+        drop = 100.0 * (held_base - (1.0 - points[i, 0]))
+    out.update(claim_1_heldout_drop=drop, claim_1_holds=float(drop <= 1.0) if np.isfinite(drop) else np.nan)
+    return out
 
 
 def run_optuna(problem, sampler, n_evals, encoding):
@@ -167,6 +189,13 @@ def run_optuna(problem, sampler, n_evals, encoding):
         return float(F[0]), float(F[1])
 
     study.optimize(objective, n_trials=n_evals)
+
+
+def confirm_option(text):
+    """``--confirm-samples``: ``auto``, ``none`` or a number of images."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return int(text)
 
 
 def search_option(text):
@@ -190,6 +219,8 @@ def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, op
         moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "tilt_fraction": 0.0})
     elif method == "moprune-noscreen":  # the default measuring every candidate in full (ablation)
         moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "screen": False})
+    elif method == "moprune-noconfirm":  # the default without confirmation images (ablation)
+        moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "confirm": False})
     elif method == "moprune-nsga2":
         moprune.search(problem, "nsga2", n_evals=n_evals, seed=seed)
     elif method == "random":
@@ -235,9 +266,14 @@ HELDOUT = {"heldout_hv_region": "ho_region", "heldout_hv_band": "ho_band", "held
 """``--heldout``'s columns and their names in the summaries."""
 
 
+CLAIMS = {"claim_1_heldout_drop": "claim1_ho_drop", "claim_1_holds": "claim1_holds"}
+"""``--heldout``'s columns on the run's own claims (summaries only): the smallest model it offers within 1 point,
+its drop held out (points) and the share of seeds where that is within 1 point too."""
+
+
 def summarize(df, by_time):
     rows = df[df["equal"] == ("time" if by_time else "evals")]
-    extra = {name: (column, "mean") for column, name in HELDOUT.items() if column in rows}
+    extra = {name: (column, "mean") for column, name in {**HELDOUT, **CLAIMS}.items() if column in rows}
     agg = rows.groupby(["model", "method"]).agg(
         seeds=("seed", "count"), n=("n", "mean"), wall_s=("wall", "mean"),
         hv_box=("hv_box", "mean"), hv_region=("hv_region", "mean"), hv_band=("hv_band", "mean"),
@@ -341,10 +377,10 @@ def main(argv=None):
     parser.add_argument("--heldout-exclude", type=int, default=None,
                         help="held-out images: those outside the seeded subset of this many (default --samples; "
                              "larger to compare runs of different --samples on the same held-out images)")
-    parser.add_argument("--confirm-samples", type=int, default=None,
+    parser.add_argument("--confirm-samples", type=confirm_option, default="auto",
                         help="validation images beyond the subset on which the default search confirms the "
-                             "candidates that could enter its front (Evaluator(confirm_samples=...)); the held-out "
-                             "images are then those outside both")
+                             "candidates that could enter its front (Evaluator(confirm_samples=...): 'auto', the "
+                             "Evaluator's default, 'none' or a number); the held-out images are outside both")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--retrain-epochs", type=int, default=1)
     parser.add_argument("--retrain-lr", type=float, default=0.01)

@@ -53,7 +53,18 @@ def test_confirm_samples_is_checked_by_name():
     with pytest.raises(MopruneValueError, match="confirm_samples"):
         Evaluator(data, n_samples=100, confirm_samples=0)
     with pytest.raises(MopruneValueError, match="confirm_samples"):
-        Evaluator(data, n_samples=100).evaluate_model(tiny_model(), confirmation=True)
+        Evaluator(data, n_samples=100, confirm_samples=None).evaluate_model(tiny_model(), confirmation=True)
+    with pytest.raises(MopruneValueError, match="confirm_samples"):
+        Evaluator(data, n_samples=100, confirm_samples="more")
+
+
+def test_confirm_samples_auto_takes_as_many_again_when_the_data_hold_them():
+    data = make_data(300, seed=2)
+    assert Evaluator(data, n_samples=150).confirm_samples == 150
+    assert len(Evaluator(data, n_samples=150).confirm_subset) == 150
+    assert Evaluator(data, n_samples=151).confirm_samples is None  # 149 left: fewer than the subset
+    assert Evaluator(data, n_samples=None).confirm_samples is None
+    assert Evaluator(data, n_samples=151).confirm_subset is None
 
 
 def test_a_candidate_within_its_limit_is_measured_on_both_subsets():

@@ -119,9 +119,10 @@ class _Actor:
     def trim(self) -> None:
         trim_memory()
 
-    def run(self, plan: Any, max_errors: Optional[int] = None, confirm_limit: Optional[int] = None) -> EvalRecord:
+    def run(self, plan: Any, max_errors: Optional[int] = None, confirm_limit: Optional[int] = None,
+            max_pooled_errors: Optional[int] = None) -> EvalRecord:
         try:
-            return self._evaluator.run(self._space, plan, max_errors, confirm_limit)
+            return self._evaluator.run(self._space, plan, max_errors, confirm_limit, max_pooled_errors)
         except Exception as exc:  # run() catches the candidate's errors; anything else fails it too
             return EvalRecord(plan_key=plan.key, accuracy=float("nan"), error=f"{type(exc).__name__}: {exc}",
                               summary=dict(plan.summary))
@@ -236,16 +237,17 @@ class RayPool:
         self._space, self._space_ref = space, self._ray.put(space)
         self._side += [(a, a.set_space.remote(self._space_ref)) for a in self._actors]
 
-    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], Optional[int]]]] = None
+    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], ...]]] = None
             ) -> List[EvalRecord]:
         """Evaluate ``plans`` on the actors; the records come back in the order of ``plans``.
 
-        ``bounds``: each plan's ``(max_errors, confirm_limit)`` (:meth:`moprune.Evaluator.run`), or ``None``.
+        ``bounds``: each plan's ``(max_errors, confirm_limit, max_pooled_errors)`` (:meth:`moprune.Evaluator.run`),
+        or ``None``.
         """
         if not self.alive:
             raise MopruneError("this Ray actor pool has been closed")
         try:
-            results = self._run(plans, [(None, None)] * len(plans) if bounds is None else list(bounds))
+            results = self._run(plans, [(None, None, None)] * len(plans) if bounds is None else list(bounds))
         except BaseException:  # Ctrl-C or an error: tasks may be in flight, so the pool cannot be reused
             self.close()
             raise

@@ -244,16 +244,17 @@ class WorkerPool:
             except (BrokenPipeError, OSError):
                 pass  # a dead worker is replaced (with the new space) when its death is noticed
 
-    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], Optional[int]]]] = None
+    def run(self, plans: Sequence[Any], bounds: Optional[Sequence[Tuple[Optional[int], ...]]] = None
             ) -> List[EvalRecord]:
         """Evaluate ``plans`` on the workers; the records come back in the order of ``plans``.
 
-        ``bounds``: each plan's ``(max_errors, confirm_limit)`` (:meth:`moprune.Evaluator.run`), or ``None``.
+        ``bounds``: each plan's ``(max_errors, confirm_limit, max_pooled_errors)`` (:meth:`moprune.Evaluator.run`),
+        or ``None``.
         """
         if not self.alive:
             raise MopruneError("this worker pool has been closed")
         try:
-            results = self._run(plans, [(None, None)] * len(plans) if bounds is None else list(bounds))
+            results = self._run(plans, [(None, None, None)] * len(plans) if bounds is None else list(bounds))
         except BaseException:  # Ctrl-C or an error: tasks may be in flight, so the pool cannot be reused
             self.close()
             raise
