@@ -178,10 +178,11 @@ def search(problem: PruningProblem, algorithm: Union[str, Algorithm] = "focused"
 
     if counters_before is not None:
         after = root.evaluator.counters()
-        logger.info("%s: %d candidates in %.1f s (%d run, %d of them stopped early as dominated, %d from the "
-                    "cache, %d failed)", name, len(root.archive), time.perf_counter() - start,
-                    after["n_evaluated"] - counters_before["n_evaluated"],
+        logger.info("%s: %d candidates in %.1f s (%d run, %d of them stopped early as dominated, %d confirmed "
+                    "on more images, %d from the cache, %d failed)", name, len(root.archive),
+                    time.perf_counter() - start, after["n_evaluated"] - counters_before["n_evaluated"],
                     sum(e.screened and not e.cached for e in root.archive),
+                    sum(e.confirmed and not e.cached for e in root.archive),
                     after["n_cached"] - counters_before["n_cached"],
                     after["n_failed"] - counters_before["n_failed"])
     return SearchResult.from_problem(run_problem, algorithm=name, seed=seed, base_accuracy=base_accuracy,

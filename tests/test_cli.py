@@ -128,6 +128,8 @@ def test_search_writes_a_run_directory(run_a):
     assert df["accuracy"].between(0, 1).all() and df["macs_ratio"].between(0, 1).all()
     assert int(re.search(r"(\d+) stopped early as dominated", proc.stdout).group(1)) == \
         int((df["screened"] & ~df["cached"]).sum())  # nsga2 measures every candidate: 0
+    assert int(re.search(r"(\d+) confirmed on more validation images", proc.stdout).group(1)) == \
+        int((df["confirmed"] & ~df["cached"]).sum())  # only the default search confirms: 0
     assert (out / "checkpoint.pkl").exists() and (out / "result.json").exists() and (out / "genomes.npz").exists()
 
 
