@@ -189,6 +189,15 @@ def tiny_model():
     return _MODEL
 
 
+def random_genomes(seed=0, n=6, low=0.2):
+    """``n`` binary genomes of :class:`TinySpace`: random keep fractions in [``low``, 1], the first all ones."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, H1 + H2)) < rng.uniform(low, 1.0, size=(n, 1))
+    X[:, 0] = X[:, H1] = True
+    X[0] = True
+    return X
+
+
 def tiny_problem(*, objectives=("error", "macs"), max_accuracy_drop=None, n_val=300, ratio=False,
                  space_kwargs=None, **evaluator_kwargs):
     """A fresh problem (its own space and evaluator) on the tiny MLP."""

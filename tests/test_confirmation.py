@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import moprune
-from conftest_search import H1, H2, TinySpace, make_data, tiny_model
+from conftest_search import TinySpace, make_data, random_genomes, tiny_model
 from moprune.evaluation import Evaluator
 from moprune.exceptions import MopruneValueError
 from moprune.problem import FocusedProblem, PruningProblem
@@ -21,11 +21,7 @@ def _evaluator(**kwargs):
 
 
 def _genomes(seed=0, n=8):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, H1 + H2)) < rng.uniform(0.3, 1.0, size=(n, 1))
-    X[:, 0] = X[:, H1] = True
-    X[0] = True
-    return X
+    return random_genomes(seed, n, low=0.3)
 
 
 def _keys(data):

@@ -8,20 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest_search import H1, H2, TinySpace, make_data, tiny_model, tiny_problem
+from conftest_search import H1, H2, TinySpace, make_data, random_genomes, tiny_model, tiny_problem
 from moprune.evaluation import Evaluator
 from moprune.exceptions import MopruneError, MopruneValueError
 from moprune.problem import OBJECTIVES, PruningProblem
 from moprune.scoring import SCORINGS, GeneCAIScore, Scoring, ThresholdScore, WeightedScore, make_scoring
 from moprune.train import evaluate
 
-
-def _genomes(seed=0, n=6):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n, H1 + H2)) < rng.uniform(0.2, 1.0, size=(n, 1))
-    X[:, 0] = X[:, H1] = True
-    X[0] = True
-    return X
+_genomes = random_genomes
 
 
 # ---------------------------------------------------------------- problem
