@@ -33,6 +33,12 @@ crowding, tournament selection) and changes what it is fed:
   model at most as costly (``screen``; the validation images are ordered hardest first, so
   most dominated candidates stop after a batch or two): it is dominated whatever the rest of
   the images say, so only time changes, not the front;
+- a candidate that could enter the front (within ``confirm_drop`` points of the base, beaten by
+  no evaluated model at most as costly on the subset) is measured again on the evaluator's
+  confirmation images (``confirm``; ``Evaluator(confirm_samples="auto")``), and its place on the
+  front is decided on both: among many near-equal candidates near the base, the luckiest on a
+  small subset would otherwise fill the front (on ``mnist_cnn`` the front measured on held-out
+  images is then ahead of Optuna's TPE in 12 of 15 seeds instead of level, for 1.47x the time);
 - optionally (``head_share``, off by default), after ``head_after`` evaluations another small
   share is bred from the front of the candidates no worse than the base (the head), free of the
   ceiling. On ``mnist_cnn`` what it finds are models that beat the base on the validation subset
