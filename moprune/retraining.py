@@ -22,10 +22,10 @@ from moprune.data import Splits
 from moprune.devices import Device, resolve_device
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
-from moprune.train import evaluate, fit, zeros_kept
+from moprune.train import correct_predictions, evaluate, fit, zeros_kept
 from moprune.validation import check_bool, check_int, check_real, check_seed, conflict
 
-__all__ = ["RetrainResult", "count_macs_params", "front_points", "retrain", "retrain_front"]
+__all__ = ["RetrainResult", "count_macs_params", "drop_standard_error", "front_points", "retrain", "retrain_front"]
 
 _log = get_logger("retrain")
 
@@ -46,6 +46,8 @@ class RetrainResult:
         macs_ratio, params_ratio: Pruned / base (``nan`` without ``base_model``).
         train_loss: Mean training loss of the last epoch.
         epochs, lr, distill_weight, seed: The settings used.
+        val_correct: Whether it classifies each validation image right (a bool tensor), from
+            which :func:`retrain_front` derives the standard error of its drop from the base.
     """
 
     model: nn.Module = field(repr=False)
@@ -66,6 +68,7 @@ class RetrainResult:
     lr: float
     distill_weight: float
     seed: int
+    val_correct: Optional[torch.Tensor] = field(default=None, repr=False)
 
 
 def count_macs_params(model, input_shape):
@@ -103,12 +106,31 @@ def count_macs_params(model, input_shape):
 
 
 def _measure_base(base_model, data, eval_batch_size, device="auto"):
-    """thop MACs and params, validation and test accuracy of the base model (measured on ``device``)."""
+    """thop MACs and params, validation and test accuracy of the base model (measured on ``device``),
+    and whether it classifies each validation image right."""
     input_shape = tuple(data.train.tensors[0].shape[1:])
     _, _, base_macs, base_params = count_macs_params(copy.deepcopy(base_model).cpu(), input_shape)
     reference = copy.deepcopy(base_model)
-    return (base_macs, base_params, evaluate(reference, data.val, batch_size=eval_batch_size, device=device),
-            evaluate(reference, data.test, batch_size=eval_batch_size, device=device))
+    val_correct = correct_predictions(reference, data.val, batch_size=eval_batch_size, device=device)
+    return (base_macs, base_params, int(val_correct.sum()) / len(data.val),
+            evaluate(reference, data.test, batch_size=eval_batch_size, device=device), val_correct)
+
+
+def drop_standard_error(base_correct: torch.Tensor, correct: torch.Tensor) -> float:
+    """Standard error, in accuracy points, of a model's accuracy drop from the base on the same images.
+
+    The drop is the mean of the per-image differences (base right minus model right, each -1, 0
+    or 1), so its standard error comes from the images the two models disagree on: a paired
+    estimate, much smaller than two independent binomial errors would suggest.
+    """
+    if base_correct.shape != correct.shape:
+        raise invalid_value("correct", f"one entry per image, like base_correct {tuple(base_correct.shape)}",
+                            tuple(correct.shape))
+    n = len(correct)
+    if n < 2:
+        return math.nan
+    diff = base_correct.double() - correct.double()
+    return 100.0 * float(diff.std(unbiased=True)) / math.sqrt(n)
 
 
 def _candidate_model(candidate):
@@ -195,7 +217,8 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
                          distill_weight=float(distill_weight), temperature=temperature, generator=generator,
                          progress=progress, desc="retrain", device=device, augment=augment)
     test_accuracy = evaluate(model, data.test, batch_size=eval_batch_size, device=device)
-    val_accuracy = evaluate(model, data.val, batch_size=eval_batch_size, device=device)
+    val_correct = correct_predictions(model, data.val, batch_size=eval_batch_size, device=device)
+    val_accuracy = int(val_correct.sum()) / len(data.val)
     model.cpu()
     input_shape = tuple(data.train.tensors[0].shape[1:])
     macs, params, dense_macs, dense_params = count_macs_params(model, input_shape)
@@ -203,8 +226,8 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
     if base_model is None:
         base_macs = base_params = base_val = base_test = nan
     else:
-        base_macs, base_params, base_val, base_test = _base or _measure_base(base_model, data, eval_batch_size,
-                                                                             device)
+        base_macs, base_params, base_val, base_test = (_base or _measure_base(base_model, data, eval_batch_size,
+                                                                              device))[:4]
     return RetrainResult(
         model=model,
         test_accuracy=test_accuracy,
@@ -224,6 +247,7 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         lr=lr,
         distill_weight=float(distill_weight),
         seed=int(seed),
+        val_correct=val_correct,
     )
 
 
@@ -307,6 +331,8 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
         A DataFrame, one row per retrained point (sorted by MACs), indexed by the candidate's
         ``eval`` index, with ``search_accuracy`` (validation subset, during search),
         ``accuracy`` / ``error`` / ``accuracy_drop`` (retrained, full validation split),
+        ``accuracy_drop_se`` (the drop's standard error, paired on the same images: see
+        :func:`drop_standard_error`; ``pick(..., margin_se=...)`` reads it),
         ``test_accuracy`` and ``test_drop`` (retrained, test split), ``macs``, ``macs_ratio``,
         ``params``, ``params_ratio``, ``genome``, ``path``; with ``uniform_twins`` also ``source``
         (``"search"`` or ``"uniform"``: which of the two the row's model is), ``search_model_accuracy``
@@ -410,6 +436,7 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             "accuracy": done.val_accuracy,
             "error": 1.0 - done.val_accuracy,
             "accuracy_drop": 100.0 * (done.base_val_accuracy - done.val_accuracy),
+            "accuracy_drop_se": drop_standard_error(base[4], done.val_correct),
             "test_accuracy": done.test_accuracy,
             "test_drop": 100.0 * (done.base_test_accuracy - done.test_accuracy),
             "macs": done.macs,

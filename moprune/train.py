@@ -34,8 +34,9 @@ def batches(dataset: TensorDataset, batch_size: int, *, shuffle: bool = False,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250, device: Device = "auto") -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1].
+def correct_predictions(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250,
+                        device: Device = "auto") -> torch.Tensor:
+    """Whether ``model`` classifies each image of ``dataset`` right: a bool tensor, one per image.
 
     The model is moved to ``device`` (see :func:`moprune.devices.resolve_device`), put in eval
     mode and left there; batches are moved to it one at a time.
@@ -43,10 +44,18 @@ def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250,
     check_int("batch_size", batch_size, low=1)
     device = resolve_device(device)
     model.to(device).eval()
-    correct = 0
-    for x, y in batches(dataset, batch_size):
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
-    return correct / len(dataset)
+    right = [(model(x.to(device)).argmax(1) == y.to(device)).cpu() for x, y in batches(dataset, batch_size)]
+    return torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 250, device: Device = "auto") -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` as a fraction in [0, 1].
+
+    The model is moved to ``device`` (see :func:`moprune.devices.resolve_device`), put in eval
+    mode and left there; batches are moved to it one at a time.
+    """
+    right = correct_predictions(model, dataset, batch_size=batch_size, device=device)
+    return int(right.sum()) / len(dataset)
 
 
 def _make_optimizer(model, optimizer, lr, momentum, weight_decay):

@@ -195,6 +195,26 @@ def test_pick_max_drop_and_target_macs(result):
     assert R.pick(result, "target_macs", target_macs=0.1).name == 4
 
 
+def test_pick_max_drop_with_a_margin_of_standard_errors():
+    # a retrained front: drops 0.25 +- 0.09 (smallest), 0.21 +- 0.08, 0.10 +- 0.07 (largest)
+    frame = pd.DataFrame({"accuracy": [0.9888, 0.9892, 0.9903], "error": [0.0112, 0.0108, 0.0097],
+                          "macs_ratio": [0.05, 0.07, 0.10], "accuracy_drop": [0.25, 0.21, 0.10],
+                          "accuracy_drop_se": [0.09, 0.08, 0.07]}, index=pd.Index([10, 208, 143], name="eval"))
+    frame.attrs["objectives"] = ["error", "macs"]
+    assert R.pick(frame, "max_drop", max_drop=0.3).name == 10
+    assert R.pick(frame, "max_drop", max_drop=0.3, margin_se=1.0).name == 208  # 0.29 fits, 0.34 does not
+    assert R.pick(frame, "max_drop", max_drop=0.3, margin_se=2.0).name == 143
+    with pytest.raises(MopruneValueError, match=r"max_drop=0\.1 accuracy points with a margin of 1\.0 standard "
+                                                r"errors; the closest is eval 143"):
+        R.pick(frame, "max_drop", max_drop=0.1, margin_se=1.0)
+    with pytest.raises(MopruneValueError, match=r"margin_se must be .*>= 0.*got -1"):
+        R.pick(frame, "max_drop", max_drop=0.3, margin_se=-1)
+    with pytest.raises(MopruneValueError, match="margin_se is used by method 'max_drop' only"):
+        R.pick(frame, "knee", margin_se=1.0)
+    with pytest.raises(MopruneValueError, match="margin_se must be 0 for a frame without an 'accuracy_drop_se'"):
+        R.pick(frame.drop(columns="accuracy_drop_se"), "max_drop", max_drop=0.3, margin_se=1.0)
+
+
 def test_pick_impossible_requests_name_the_closest_row():
     result = make_result([(0.97, 0.5), (0.95, 0.3)], base_accuracy=0.99)
     with pytest.raises(MopruneValueError, match=r"max_drop=1\.0.*closest is eval 0, accuracy drop 2 points"

@@ -8,7 +8,8 @@ from test_export import tiny_splits, trained_lenet5
 
 import moprune
 from moprune.exceptions import MopruneValueError
-from moprune.retraining import front_points, retrain_front
+from moprune.retraining import drop_standard_error, front_points, retrain_front
+from moprune.train import correct_predictions
 
 
 def test_front_points_spread_on_log_macs_and_keep_the_ends():
@@ -48,10 +49,26 @@ def test_retrain_front_reports_retrained_validation_and_test(searched, tmp_path)
     assert np.allclose(frame["search_accuracy"], front.loc[frame.index, "accuracy"])
     # the retrained MACs ratio is the one the search predicted
     assert np.allclose(frame["macs_ratio"], front.loc[frame.index, "macs_ratio"], rtol=1e-6)
+    base_correct = correct_predictions(model, data.val)
     for index, path in frame["path"].items():
         loaded = moprune.load(path)
         rebuilt = result.space.materialize(frame.loc[index, "genome"])
         assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
+        # the drop's standard error is the paired one of the exported model against the base
+        se = drop_standard_error(base_correct, correct_predictions(loaded, data.val))
+        assert frame.loc[index, "accuracy_drop_se"] == pytest.approx(se)
+
+
+def test_drop_standard_error_is_paired_on_the_same_images():
+    base = torch.tensor([True] * 90 + [False] * 10)
+    same = base.clone()
+    assert drop_standard_error(base, same) == 0.0  # the same predictions: no doubt about the drop
+    other = base.clone()
+    other[:4] = False  # 4 images lost, nothing gained: differences are 1 on 4 of 100 images
+    diff = np.array([1.0] * 4 + [0.0] * 96)
+    assert drop_standard_error(base, other) == pytest.approx(100 * diff.std(ddof=1) / 10)
+    with pytest.raises(MopruneValueError, match="correct must be one entry per image"):
+        drop_standard_error(base, other[:50])
 
 
 @pytest.mark.slow

@@ -463,6 +463,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
         "MACs %": (100 * frame["macs_ratio"]).round(2),
         "search val %": (100 * frame["search_accuracy"]).round(2),
         "retrained val %": (100 * frame["accuracy"]).round(2),
+        "drop +- se": [f"{d:.2f} +- {e:.2f}" for d, e in zip(frame["accuracy_drop"], frame["accuracy_drop_se"])],
         "test %": (100 * frame["test_accuracy"]).round(2),
     }, index=frame.index)
     if uniform_twins or race:
@@ -585,7 +586,9 @@ DEMO_SEARCH_DROP = 2.0
 DEMO_MAX_MACS = 0.1
 DEMO_RETRAIN_LR = 0.01
 DEMO_PICK_DROP = 0.3
-"""The demo delivers the smallest retrained model within this many validation points of the base."""
+"""The demo delivers the smallest retrained model within this many validation points of the base..."""
+DEMO_PICK_MARGIN_SE = 1.0
+"""...with its drop plus this many standard errors of it (paired, on the 10,000 validation images) inside."""
 
 
 def cmd_demo(args):
@@ -618,11 +621,12 @@ def cmd_demo(args):
                                  max_drop=DEMO_SEARCH_DROP, max_macs=DEMO_MAX_MACS, quiet=args.quiet,
                                  device=args.device)
     try:
-        row = pick(frame, "max_drop", max_drop=DEMO_PICK_DROP)
+        row = pick(frame, "max_drop", max_drop=DEMO_PICK_DROP, margin_se=DEMO_PICK_MARGIN_SE)
     except MopruneValueError:  # none within the drop after retraining: the most accurate one
         row = frame.loc[frame["accuracy"].idxmax()]
     print(f"picked after retraining: eval {row.name}, the smallest model within {DEMO_PICK_DROP} validation points "
-          f"of the base (or the most accurate): {row['path']}")
+          f"of the base with its drop plus {DEMO_PICK_MARGIN_SE:g} standard error (or the most accurate): "
+          f"{row['path']}")
     print(f"demo done in {time.perf_counter() - start:.0f} s: test accuracy {100 * row['test_accuracy']:.2f}% "
           f"(base {100 * frame.attrs['base_test_accuracy']:.2f}%) with {100 * row['macs_ratio']:.2f}% of the MACs "
           f"and {100 * row['params_ratio']:.2f}% of the parameters (plots in {out}/pareto.png and "

@@ -92,15 +92,22 @@ def _describe(row):
 
 
 @PICK_METHODS.register("max_drop")
-def _pick_max_drop(front, F, Fn, max_drop):
-    """Fewest MACs among rows losing at most ``max_drop`` accuracy points (ties: most accurate)."""
+def _pick_max_drop(front, F, Fn, max_drop, margin_se=0.0):
+    """Fewest MACs among rows losing at most ``max_drop`` accuracy points (ties: most accurate);
+    with ``margin_se``, the drop plus that many of its standard errors must fit."""
     _require_columns(front, ("accuracy_drop", "macs_ratio", "accuracy"), "max_drop")
     drop = front["accuracy_drop"].to_numpy(dtype=float)
+    if margin_se > 0:
+        if "accuracy_drop_se" not in front.columns:
+            raise invalid_value("margin_se", "0 for a frame without an 'accuracy_drop_se' column (retrain_front "
+                                "adds one)", margin_se)
+        drop = drop + margin_se * np.nan_to_num(front["accuracy_drop_se"].to_numpy(dtype=float), nan=0.0)
     ok = np.flatnonzero(drop <= max_drop + 1e-9)
     if len(ok) == 0:
         closest = front.iloc[int(np.argmin(drop))]
+        margin = f" with a margin of {margin_se!r} standard errors" if margin_se > 0 else ""
         raise MopruneValueError(
-            f"no candidate on the front loses at most max_drop={max_drop!r} accuracy points; "
+            f"no candidate on the front loses at most max_drop={max_drop!r} accuracy points{margin}; "
             f"the closest is {_describe(closest)}"
         )
     macs = front["macs_ratio"].to_numpy(dtype=float)[ok]
@@ -148,7 +155,8 @@ def _check_weights(weights, m):
 
 def pick(front: Union[SearchResult, pd.DataFrame], method: str = "knee", *,
          weights: Optional[Sequence[float]] = None, max_drop: Optional[float] = None,
-         target_macs: Optional[float] = None, objectives: Optional[Sequence[str]] = None) -> pd.Series:
+         target_macs: Optional[float] = None, objectives: Optional[Sequence[str]] = None,
+         margin_se: float = 0.0) -> pd.Series:
     """Pick one candidate of the Pareto front.
 
     Methods (objectives are normalised to [0, 1] over the front first):
@@ -161,7 +169,10 @@ def pick(front: Union[SearchResult, pd.DataFrame], method: str = "knee", *,
     - ``"pseudo_weights"``: pymoo's ``PseudoWeights``: the point whose pseudo-weights are closest
       to ``weights``.
     - ``"max_drop"``: fewest MACs among rows losing at most ``max_drop`` accuracy points
-      (``100 * (base_accuracy - accuracy)``).
+      (``100 * (base_accuracy - accuracy)``); with ``margin_se``, the drop plus that many of
+      its standard errors (column ``accuracy_drop_se``, which :func:`moprune.retrain_front`
+      writes) must fit, so that a model just inside the limit by the luck of the validation
+      images is not the one delivered.
     - ``"target_macs"``: the most accurate row with ``macs_ratio <= target_macs``.
 
     Args:
@@ -173,6 +184,9 @@ def pick(front: Union[SearchResult, pd.DataFrame], method: str = "knee", *,
         max_drop: For ``"max_drop"``: accuracy points, ``>= 0``.
         target_macs: For ``"target_macs"``: a MACs ratio in (0, 1].
         objectives: Objectives of the front (default: the run's).
+        margin_se: For ``"max_drop"``: standard errors of the drop to keep below ``max_drop``,
+            ``>= 0`` (``1.0``: the claim holds with about 84% confidence; needs the
+            ``accuracy_drop_se`` column when positive).
 
     Returns:
         The picked row as a pandas Series (its ``name`` is the ``eval`` index).
@@ -199,8 +213,12 @@ def pick(front: Union[SearchResult, pd.DataFrame], method: str = "knee", *,
     kwargs = {}
     if "weights" in needed:
         kwargs["weights"] = _check_weights(weights, F.shape[1])
+    margin_se = check_real("margin_se", margin_se, low=0, unit="standard errors")
+    if margin_se > 0 and method != "max_drop":
+        raise ConflictingArgumentsError(f"margin_se is used by method 'max_drop' only, not by {method!r}")
     if "max_drop" in needed:
         kwargs["max_drop"] = check_real("max_drop", max_drop, low=0, unit="accuracy points")
+        kwargs["margin_se"] = margin_se
     if "target_macs" in needed:
         kwargs["target_macs"] = check_real("target_macs", target_macs, low=0, high=1, low_open=True,
                                            unit="MACs ratio")
