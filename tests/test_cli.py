@@ -394,3 +394,47 @@ def test_negative_finetune_steps_is_refused():
 
     with pytest.raises(MopruneValueError, match="finetune_steps must be None or an int >= 0; got -1"):
         cfg.resolve({"model": "lenet5", "finetune_steps": -1})
+
+
+@pytest.mark.parametrize("given, expected", [({}, "auto"), ({"confirm_samples": "none"}, None),
+                                             ({"confirm_samples": "500"}, 500), ({"confirm_samples": 300}, 300)])
+def test_confirm_samples_reaches_the_evaluator(monkeypatch, given, expected):
+    from moprune.cli import config as cfg
+
+    config = cfg.resolve({"model": "lenet5", **given})
+    assert evaluator_settings(monkeypatch, config)["confirm_samples"] == expected
+
+
+@pytest.mark.parametrize("value", ["many", 0, -5, True, 2.5])
+def test_bad_confirm_samples_is_refused_by_name(value):
+    from moprune.cli import config as cfg
+    from moprune.exceptions import MopruneValueError
+
+    with pytest.raises(MopruneValueError, match=r"confirm_samples must be 'auto', 'none' or a number of "
+                                                r"validation images >= 1; got"):
+        cfg.resolve({"model": "lenet5", "confirm_samples": value})
+
+
+def test_a_run_stored_before_confirm_samples_existed_still_matches():
+    from moprune.cli import config as cfg
+    from moprune.runs import config_differences
+
+    default = cfg.run_config(cfg.resolve({"model": "lenet5"}))
+    assert "confirm_samples" not in default  # the default is not stored: older config.json files lack it
+    assert config_differences(default, cfg.run_config(cfg.resolve({"model": "lenet5", "confirm_samples": "auto"}))) == []
+    other = cfg.run_config(cfg.resolve({"model": "lenet5", "confirm_samples": "none"}))
+    assert config_differences(default, other) == ["confirm_samples"]
+
+
+@pytest.mark.slow
+def test_confirm_samples_none_turns_confirmation_off(weights, tmp_path):
+    counts = {}
+    for value in ("auto", "none"):
+        out = tmp_path / value
+        proc = run_cli(*tiny(weights, out, "--algorithm", "focused", "--confirm-samples", value, generations=3))
+        assert proc.returncode == 0, proc.stderr
+        df = pd.read_csv(out / "evaluations.csv", index_col="eval")
+        counts[value] = int(re.search(r"(\d+) confirmed on more validation images", proc.stdout).group(1))
+        assert counts[value] == int(df["confirmed"].sum())
+        assert ("confirm_samples" in json.loads((out / "config.json").read_text())) == (value == "none")
+    assert counts["auto"] > 0 and counts["none"] == 0

@@ -99,6 +99,10 @@ def _add_search_options(p):
     p.add_argument("--seed", type=int, default=S, help="default 0")
     p.add_argument("--val-samples", dest="val_samples", type=int, default=S,
                    help=f"validation images per candidate (default {DEFAULTS['val_samples']})")
+    p.add_argument("--confirm-samples", dest="confirm_samples", default=S,
+                   help="validation images beyond --val-samples on which the candidates that could enter the "
+                        "front are measured again: auto (as many again, when the validation split holds them), "
+                        "none, or a number")
     p.add_argument("--finetune-steps", dest="finetune_steps", type=int, default=S,
                    help="SGD steps of fine-tuning per candidate (default: the Evaluator's, 20; 0: none)")
     p.add_argument("--train-samples", dest="train_samples", type=int, default=S,

@@ -39,6 +39,7 @@ DEFAULTS = {
     "evaluations": None,
     "seed": 0,
     "val_samples": 2000,
+    "confirm_samples": "auto",
     "finetune_steps": None,
     "train_samples": None,
     "batch_size": 250,
@@ -63,9 +64,16 @@ _OPTIONAL = {"weights", "baseline_epochs", "encoding", "layers", "max_accuracy_d
              "evaluations", "finetune_steps", "train_samples", "threads", "workers"}
 
 
+LATER_SETTINGS = ("confirm_samples",)
+"""Settings added after run directories were first written: a run stores them only when they differ
+from their default, so that a run written before them (its ``config.json`` lacks the key) still
+resumes, with the default."""
+
+
 def run_config(config):
     """``config`` without the :data:`MACHINE_SETTINGS`: what a run directory stores and compares."""
-    return {k: v for k, v in config.items() if k not in MACHINE_SETTINGS}
+    return {k: v for k, v in config.items()
+            if k not in MACHINE_SETTINGS and not (k in LATER_SETTINGS and v == DEFAULTS[k])}
 
 
 def machine_settings(config):
@@ -138,6 +146,7 @@ def validate(config):
     config = dict(config)
     for key, minimum in _INTS.items():
         check_int(key, config[key], low=minimum, allow_none=key in _OPTIONAL)
+    config["confirm_samples"] = _check_confirm_samples(config["confirm_samples"])
     if not isinstance(config["device"], str):
         raise invalid_value("device", "a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')", config["device"])
     resolve_device(config["device"], "device")  # a device this machine has
@@ -191,6 +200,17 @@ def validate(config):
         raise MopruneValueError(f"unknown option(s) {unknown} of algorithm {config['algorithm']!r}; "
                                 f"choose among: {', '.join(allowed)}")
     return config
+
+
+def _check_confirm_samples(value):
+    """``confirm_samples``: ``"auto"``, ``"none"`` or a number of images (a numeral string from the command line)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value in ("auto", "none"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise invalid_value("confirm_samples", "'auto', 'none' or a number of validation images >= 1", value)
+    return value
 
 
 def _check_backend(config):
@@ -377,7 +397,9 @@ def build_problem(config, model, data):
     space = build_space(config, model, data)
     n_val = min(config["val_samples"], len(data.val))
     n_train = None if config["train_samples"] is None else min(config["train_samples"], len(data.train))
-    evaluator = Evaluator(data.val, n_samples=n_val, batch_size=config["batch_size"],
+    confirm = config["confirm_samples"]
+    evaluator = Evaluator(data.val, n_samples=n_val, confirm_samples=None if confirm == "none" else confirm,
+                          batch_size=config["batch_size"],
                           finetune=_finetune_setting(config["finetune_steps"]), train_data=data.train,
                           n_train_samples=n_train, seed=config["seed"], num_threads=config["threads"],
                           device=config["device"], workers=config["workers"], backend=config["backend"],
