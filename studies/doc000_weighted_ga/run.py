@@ -41,7 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS = {"ga (w_acc 1, w_macs 1)": {"w_acc": 1.0, "w_macs": 1.0},
            "ga (w_acc 1, w_macs 0.1)": {"w_acc": 1.0, "w_macs": 0.1}}
 PICK_DROP = 0.3
-"""The default search's pick: the smallest retrained model within this many validation points."""
+PICK_MARGIN_SE = 1.0
+"""The default search's pick: the smallest retrained model within this many validation points, by a margin of
+this many standard errors of its drop (what ``make demo`` does)."""
 
 
 def main():
@@ -96,7 +98,7 @@ def main():
     retrained = moprune.retrain_front(result, data=splits, base_model=base, n_points=4, epochs=args.epochs,
                                       lr=args.lr, max_drop=2.0, max_macs=0.1, seed=args.seed)
     try:
-        row = moprune.pick(retrained, "max_drop", max_drop=PICK_DROP)
+        row = moprune.pick(retrained, "max_drop", max_drop=PICK_DROP, margin_se=PICK_MARGIN_SE)
     except moprune.MopruneValueError:
         row = retrained.loc[retrained["accuracy"].idxmax()]
     rows.append({"method": "moprune default (focused, 4 front points retrained)", "evaluations": len(result.archive),
