@@ -39,6 +39,10 @@ enter its front; a confirmed candidate's error in these figures is then over bot
 (``--confirm-samples none`` leaves them out). ``--heldout`` measures each run's front again on
 the validation images outside the subset and the confirmation images (``heldout_*`` columns, and
 ``claim_1_*``: whether the smallest model the run offers within 1 point still is held out).
+By default every seed searches the same draw of validation images (subset, confirmation and
+held-out images all drawn with seed 0), so the seeds vary the searches but not the images: a
+draw that happens to flatter one family of models does so in every seed. ``--images-per-seed``
+draws them with each run's seed instead.
 
 Then, with ``--retrain``: for the first seed of each model (every seed with ``--retrain-all-seeds``),
 the most accurate fully measured candidate of the default search (and of each of ``--retrain-methods``)
@@ -114,16 +118,20 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
     search_bn["confirm_samples"] = confirm_samples
     confirmed = moprune.Evaluator(splits.val, n_samples=samples, confirm_samples=confirm_samples).confirm_samples
 
-    def make_problem(clock):
-        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, **settings, **search_bn)
+    def make_problem(clock, image_seed=0):
+        """A fresh problem; ``image_seed`` draws its validation subset and confirmation images."""
+        evaluator = TimedEvaluator(splits.val, n_samples=samples, clock=clock, seed=image_seed, **settings,
+                                   **search_bn)
         return moprune.PruningProblem(space, evaluator, objectives=("error", "macs"))
 
-    def make_heldout():
+    def make_heldout(image_seed=0):
         """An evaluator of the validation images outside the search's subset, and its base accuracy."""
         # a prefix of one seeded order: the search's subset, then its confirmation images
-        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples + (confirmed or 0))
+        subset = moprune.Evaluator(splits.val, n_samples=heldout_exclude or samples + (confirmed or 0),
+                                   seed=image_seed)
         evaluator = moprune.Evaluator(heldout_split(subset, splits.val), n_samples=None,
-                                      bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, **settings)
+                                      bn_batches=HELDOUT_BN_BATCHES, bn_batch_size=250, seed=image_seed,
+                                      **settings)
         return evaluator, evaluator.evaluate_model(model)
 
     return model, space, make_problem, make_heldout
@@ -206,11 +214,11 @@ def search_option(text):
         raise argparse.ArgumentTypeError(str(error).replace("--algo-option", "--option")) from None
 
 
-def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, options=None):
+def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, options=None, image_seed=0):
     import optuna
 
     clock = [now()]
-    problem = make_problem(clock)
+    problem = make_problem(clock, image_seed)
     _ = problem.base_accuracy  # measured before the clock starts, as search() does
     clock[0] = now()
     if method == "moprune":
@@ -372,6 +380,9 @@ def main(argv=None):
     parser.add_argument("--heldout", action="store_true",
                         help="also measure each run's validation front on the validation images outside the "
                              "subset and score region, band and within-1-point on them (heldout_* columns)")
+    parser.add_argument("--images-per-seed", action="store_true",
+                        help="draw each seed's validation subset, confirmation and held-out images with that seed "
+                             "(default: one draw, seed 0, for every seed: the seeds then vary the searches only)")
     parser.add_argument("--bn-batches", type=int, default=None,
                         help="batches the search's evaluators re-estimate BatchNorm on (default: the Evaluator's)")
     parser.add_argument("--heldout-exclude", type=int, default=None,
@@ -414,12 +425,15 @@ def main(argv=None):
                                                          args.confirm_samples)
         heldout = make_heldout() if args.heldout else None
         for seed in args.seeds:
+            image_seed = seed if args.images_per_seed else 0
+            if args.heldout and args.images_per_seed:
+                heldout = make_heldout(image_seed)
             runs = {}
             for method in args.methods:
                 if method == "optuna-tpe" and encoding == "binary":
                     continue
                 runs[method] = run_method(method, make_problem, space, args.evals, seed, encoding, args.sweep,
-                                          options)
+                                          options, image_seed)
                 r = runs[method]
                 m = metrics(r["points"], r["base_accuracy"])
                 if heldout is not None:
