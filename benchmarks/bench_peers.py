@@ -423,10 +423,10 @@ def main(argv=None):
         model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
                                                          args.data, args.bn_batches, args.heldout_exclude,
                                                          args.confirm_samples)
-        heldout = make_heldout() if args.heldout else None
+        heldout = make_heldout() if args.heldout and not args.images_per_seed else None
         for seed in args.seeds:
             image_seed = seed if args.images_per_seed else 0
-            if args.heldout and args.images_per_seed:
+            if args.heldout and args.images_per_seed:  # each seed's own held-out images
                 heldout = make_heldout(image_seed)
             runs = {}
             for method in args.methods:
