@@ -34,7 +34,8 @@ time, for a machine shared with other jobs). ``uniform`` is left out of the equa
 With ``--out P``, every candidate's (error, MACs, time) goes to ``P_points.csv.gz`` for re-analysis.
 
 The evaluator holds confirmation images by default (``Evaluator(confirm_samples="auto")``: as
-many again as the subset), on which only the default search measures the candidates that could
+many again as the subset, three times as many at 1,000 evaluations or more:
+``Evaluator.fit_confirmation``), on which only the default search measures the candidates that could
 enter its front; a confirmed candidate's error in these figures is then over both sets of images
 (``--confirm-samples none`` leaves them out). ``--heldout`` measures each run's front again on
 the validation images outside the subset and the confirmation images (``heldout_*`` columns, and
@@ -105,7 +106,7 @@ HELDOUT_BN_BATCHES = 10
 
 
 def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batches=None, heldout_exclude=None,
-          confirm_samples="auto"):
+          confirm_samples="auto", n_evals=None):
     """Model, space, a problem factory (a fresh evaluator per run) and a held-out evaluator factory."""
     model = moprune.pretrained(model_name, progress=False, data=data)
     space = moprune.ChannelSpace(model, encoding=encoding)
@@ -116,7 +117,9 @@ def build(model_name, encoding, splits, samples, threads, data="mnist", bn_batch
     search_bn = {} if bn_batches is None else {"bn_batches": bn_batches}
     # only the default search measures on them (its front's entrants); peers ignore them
     search_bn["confirm_samples"] = confirm_samples
-    confirmed = moprune.Evaluator(splits.val, n_samples=samples, confirm_samples=confirm_samples).confirm_samples
+    # as many as the default search confirms on with this budget (Evaluator.fit_confirmation)
+    confirmed = moprune.Evaluator(splits.val, n_samples=samples,
+                                  confirm_samples=confirm_samples).fit_confirmation(n_evals)
 
     def make_problem(clock, image_seed=0):
         """A fresh problem; ``image_seed`` draws its validation subset and confirmation images."""
@@ -422,7 +425,7 @@ def main(argv=None):
         model_name, encoding = spec.split(":")
         model, space, make_problem, make_heldout = build(model_name, encoding, splits, args.samples, args.threads,
                                                          args.data, args.bn_batches, args.heldout_exclude,
-                                                         args.confirm_samples)
+                                                         args.confirm_samples, args.evals)
         heldout = make_heldout() if args.heldout and not args.images_per_seed else None
         for seed in args.seeds:
             image_seed = seed if args.images_per_seed else 0

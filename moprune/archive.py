@@ -46,6 +46,8 @@ class Evaluation:
             that could enter the front, see :attr:`moprune.PruningProblem.confirm`): its
             accuracy over the subset and those images together, before the shift of
             ``accuracy``; ``nan`` otherwise.
+        confirm_images: How many confirmation images ``confirmed_accuracy`` counts (0 when not
+            confirmed, or unknown: runs written before this was recorded).
     """
 
     genome: np.ndarray
@@ -66,6 +68,7 @@ class Evaluation:
     screened: bool = False
     subset_accuracy: float = float("nan")
     confirmed_accuracy: float = float("nan")
+    confirm_images: int = 0
 
     @property
     def confirmed(self) -> bool:

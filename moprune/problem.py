@@ -172,11 +172,17 @@ class PruningProblem(Problem):
 
     @property
     def base_accuracy_confirmed(self) -> float:
-        """Accuracy of the unpruned model on the subset and the confirmation images together (measured once)."""
+        """Accuracy of the unpruned model on the subset and the confirmation images together.
+
+        Measured once per number of confirmation images (see :meth:`moprune.Evaluator.fit_confirmation`).
+        """
         root = getattr(self, "parent", self)
-        if getattr(root, "_base_confirmed", None) is None:
-            root._base_confirmed = float(root.evaluator.evaluate_model(root.space.model, confirmation=True))
-        return root._base_confirmed
+        n_images = len(root.evaluator.confirm_subset)
+        measured = getattr(root, "_base_confirmed", None)
+        if not isinstance(measured, tuple) or measured[0] != n_images:
+            measured = (n_images, float(root.evaluator.evaluate_model(root.space.model, confirmation=True)))
+            root._base_confirmed = measured
+        return measured[1]
 
     def _confirms(self):
         """Whether candidates that could enter the front are measured on confirmation images."""
@@ -406,6 +412,7 @@ class PruningProblem(Problem):
                 screened=bool(getattr(rec, "screened", False)),
                 subset_accuracy=float(m["subset_accuracy"][i]),
                 confirmed_accuracy=float(rec.confirmed_accuracy) if m["confirmed"][i] else float("nan"),
+                confirm_images=int(getattr(rec, "confirm_images", None) or 0) if m["confirmed"][i] else 0,
             ))
 
     def _evaluate(self, X, out, *args, **kwargs):

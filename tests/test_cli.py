@@ -434,7 +434,12 @@ def test_confirm_samples_none_turns_confirmation_off(weights, tmp_path):
         proc = run_cli(*tiny(weights, out, "--algorithm", "focused", "--confirm-samples", value, generations=3))
         assert proc.returncode == 0, proc.stderr
         df = pd.read_csv(out / "evaluations.csv", index_col="eval")
-        counts[value] = int(re.search(r"(\d+) confirmed on more validation images", proc.stdout).group(1))
+        found = re.search(r"(\d+) confirmed on (?:([\d,]+) )?more validation images", proc.stdout)
+        counts[value] = int(found.group(1))
         assert counts[value] == int(df["confirmed"].sum())
+        # the number of confirmation images is printed, and is the one each confirmed row records
+        assert (found.group(2) is None) == (value == "none")
+        if found.group(2):
+            assert set(df.loc[df["confirmed"], "confirm_images"]) == {int(found.group(2).replace(",", ""))}
         assert ("confirm_samples" in json.loads((out / "config.json").read_text())) == (value == "none")
     assert counts["auto"] > 0 and counts["none"] == 0

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+from pymoo.termination.max_gen import MaximumGenerationTermination
 
 import moprune
 from conftest_search import TinySpace, make_data, random_genomes, tiny_model
@@ -185,3 +187,105 @@ def test_the_default_search_confirms_the_same_candidates_on_workers():
     local = _confirmed_search()
     assert sum(c for _, _, c, _, _ in local) >= 3  # the default search confirms when the evaluator can
     np.testing.assert_equal(_confirmed_search(workers=2), local)
+
+
+# ------------------------------------------------------------- confirmation sized to the budget
+def _auto_evaluator(n_data=1000, **kwargs):
+    return Evaluator(make_data(n_data, seed=2), n_samples=100, batch_size=100, num_threads=1, **kwargs)
+
+
+def test_fit_confirmation_takes_three_times_the_images_from_1000_evaluations():
+    ev = _auto_evaluator()
+    small = ev.confirm_subset
+    assert len(small) == 100 and ev.confirm_pool == 300
+    assert ev.fit_confirmation(None) == ev.fit_confirmation(999) == 100
+    assert ev.fit_confirmation(1000) == 300 and len(ev.confirm_subset) == 300
+    large = ev.confirm_subset
+    assert _keys(small) < _keys(large) and not _keys(large) & _keys(ev.val_subset)
+    # the same images, in the same order, as asking for 300 from the start
+    fixed = _auto_evaluator(confirm_samples=300)
+    for a, b in zip(large.tensors, fixed.confirm_subset.tensors):
+        assert torch.equal(a, b)
+    assert fixed.fit_confirmation(300) == fixed.fit_confirmation(5000) == 300  # an explicit number stays
+    assert _auto_evaluator(confirm_samples=None).fit_confirmation(5000) is None
+    assert _auto_evaluator(n_data=350).fit_confirmation(1000) == 250  # as many as the data hold
+    assert ev.fit_confirmation(10) == 100 and torch.equal(ev.confirm_subset.tensors[0], small.tensors[0])
+
+
+def test_records_confirmed_on_other_images_are_measured_again_and_the_base_follows():
+    ev = _auto_evaluator()
+    problem = PruningProblem(TinySpace(tiny_model()), ev)
+    space, X = problem.space, _genomes(1, n=2)
+    first = ev.evaluate(space, X, confirm_limits=[100, 100])
+    assert [r.confirm_images for r in first] == [100, 100]
+    base_small = problem.base_accuracy_confirmed
+    assert base_small == pytest.approx(ev.evaluate_model(tiny_model(), confirmation=True))
+    ev.fit_confirmation(1000)
+    again = ev.evaluate(space, X, confirm_limits=[100, None])
+    assert [r.cached for r in again] == [False, False] and [r.confirm_images for r in again] == [300, None]
+    assert problem.base_accuracy_confirmed == pytest.approx(ev.evaluate_model(tiny_model(), confirmation=True))
+    model = space.materialize(space.decode(X[0]))
+    expected = (evaluate(model, ev.val_subset) * 100 + evaluate(model, ev.confirm_subset) * 300) / 400
+    assert again[0].confirmed_accuracy == pytest.approx(expected)
+    served = ev.evaluate(space, X[:1], confirm_limits=[100])[0]
+    assert served.cached and served.confirmed_accuracy == again[0].confirmed_accuracy
+
+
+def test_the_default_search_sizes_its_confirmation_to_its_budget():
+    class Stop(Exception):
+        pass
+
+    def stop_after(generation):
+        def hook(algorithm, problem):
+            if problem.generation == generation:
+                raise Stop
+        return hook
+
+    confirmed = {}
+    for budget in (999, 1000):
+        problem = PruningProblem(TinySpace(tiny_model()), _auto_evaluator())
+        with pytest.raises(Stop):
+            moprune.search(problem, n_evals=budget, seed=1, callbacks=[stop_after(1)])
+        confirmed[budget] = {e.confirm_images for e in problem.archive if e.confirmed}
+        assert problem.evaluator.confirm_samples == (300 if budget >= 1000 else 100)
+    assert confirmed == {999: {100}, 1000: {300}}
+    algorithm = moprune.algorithms.ALGORITHMS.get("focused")(PruningProblem(TinySpace(tiny_model()),
+                                                                            _auto_evaluator()), pop_size=20)
+    for n_gen, images in ((49, 100), (50, 300)):  # 20 + 49 x 20 = 1,000 evaluations
+        algorithm.termination = MaximumGenerationTermination(n_gen)
+        assert algorithm.budget() == 20 + (n_gen - 1) * 20
+        algorithm.moprune_problem.evaluator.fit_confirmation(algorithm.budget())
+        assert algorithm.moprune_problem.evaluator.confirm_samples == images
+
+
+def test_a_resumed_run_confirms_on_the_same_images_and_keeps_its_cache(tmp_path, monkeypatch):
+    from moprune.runs import prepare_run, read_evaluations, run_search
+
+    monkeypatch.setenv("MOPRUNE_CACHE", str(tmp_path / "cache"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(generation):
+        def hook(algorithm, problem):
+            if problem.generation == generation:
+                raise Stop
+        return hook
+
+    path = tmp_path / "run"
+    prepare_run(path, {"model": "tiny"})
+    with pytest.raises(Stop):
+        run_search(path, PruningProblem(TinySpace(tiny_model()), _auto_evaluator()), "focused", pop_size=10,
+                   n_evals=1000, seed=1, callbacks=[stop_after(1)])
+    before = read_evaluations(path, decode=False)
+    assert set(before.loc[before["confirmed"], "confirm_images"]) == {300}
+    problem = PruningProblem(TinySpace(tiny_model()), _auto_evaluator())
+    with pytest.raises(Stop):
+        run_search(path, problem, "focused", pop_size=10, n_evals=1000, seed=1, resume=True,
+                   callbacks=[stop_after(3)])
+    after = read_evaluations(path, decode=False)
+    assert len(after) > len(before) and set(after.loc[after["confirmed"], "confirm_images"]) == {300}
+    assert problem.evaluator.confirm_samples == 300
+    # the checkpoint's counters and cache came back: no candidate of the first part was run again
+    assert problem.evaluator.n_evaluated == int((~after["cached"]).sum())
+    assert not set(after["plan_key"][len(before):][~after["cached"][len(before):]]) & set(before["plan_key"])

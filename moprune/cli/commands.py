@@ -295,8 +295,10 @@ def _print_search_summary(out, result):
     n_cached = sum(e.cached for e in result.archive)
     n_screened = sum(e.screened and not e.cached for e in result.archive)
     n_confirmed = sum(e.confirmed and not e.cached for e in result.archive)
+    images = sorted({e.confirm_images for e in result.archive if e.confirmed and e.confirm_images})
+    on = f"{'/'.join(f'{n:,}' for n in images)} more" if images else "more"
     print(f"search finished: {len(result.archive)} candidates ({n_cached} from the cache), {n_screened} stopped "
-          f"early as dominated, {n_confirmed} confirmed on more validation images, "
+          f"early as dominated, {n_confirmed} confirmed on {on} validation images, "
           f"{len(front)} on the Pareto front, hypervolume {hypervolume(result):.4f}; "
           f"base accuracy {100 * result.base_accuracy:.2f}%")
     print(f"run directory: {out} (next: moprune report {out})")

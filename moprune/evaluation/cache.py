@@ -28,6 +28,8 @@ class EvalRecord:
             an upper bound (the errors seen, out of the whole subset).
         confirmed_accuracy: Accuracy over the validation subset and the confirmation images
             together, when the candidate was measured on both (``confirm_limit``), else ``None``.
+        confirm_images: The number of confirmation images behind ``confirmed_accuracy``
+            (``None`` when not confirmed, or unknown: a record rebuilt from a run's CSV).
     """
 
     plan_key: str
@@ -39,6 +41,7 @@ class EvalRecord:
     summary: dict = field(default_factory=dict, compare=False)
     screened: bool = False
     confirmed_accuracy: Optional[float] = None
+    confirm_images: Optional[int] = None
 
     @property
     def failed(self):

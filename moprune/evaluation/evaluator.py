@@ -54,6 +54,11 @@ SCREEN_BATCH = 100
 """Batch size (at most) of screened measurements: errors are checked after every batch."""
 BACKENDS = ("local", "ray")
 """Where ``workers`` run: local processes or Ray actors."""
+MORE_CONFIRMATION_FROM = 1000
+"""Budget in evaluations from which ``confirm_samples="auto"`` confirms on
+:data:`MORE_CONFIRMATION_FACTOR` times ``n_samples`` images (:meth:`Evaluator.fit_confirmation`)."""
+MORE_CONFIRMATION_FACTOR = 3
+"""How many times ``n_samples`` confirmation images ``"auto"`` uses from :data:`MORE_CONFIRMATION_FROM` evaluations."""
 
 
 def _check_dataset(name, data, *, allow_none=False):
@@ -79,6 +84,23 @@ def _subset(data, n, seed, skip=0):
     g = torch.Generator().manual_seed(int(seed))
     index = torch.randperm(len(images), generator=g)[skip:skip + n].sort().values
     return TensorDataset(images[index], labels[index])
+
+
+def _permuted(data, n, seed, skip):
+    """Items ``skip`` to ``skip + n`` of :func:`_subset`'s permutation, in permutation order, and their indices.
+
+    ``_prefix(_permuted(data, n, seed, skip), k)`` is ``_subset(data, k, seed, skip)`` for any ``k <= n``.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(data.tensors[0]), generator=g)[skip:skip + n]
+    return TensorDataset(data.tensors[0][index], data.tensors[1][index]), index
+
+
+def _prefix(permuted, k):
+    """The first ``k`` items of a :func:`_permuted` pool, sorted back to the data's order (as :func:`_subset`)."""
+    pool, index = permuted
+    order = torch.argsort(index[:k])
+    return TensorDataset(*(t[:k][order] for t in pool.tensors))
 
 
 def plan_seed(seed, plan_key):
@@ -119,15 +141,18 @@ class Evaluator:
             the candidates that could enter its front, so that a model lucky on the first subset
             does not stay on the front by that luck alone (``confirm_limit``). ``"auto"`` (the
             default): ``n_samples`` more images when the validation data hold twice
-            ``n_samples``, else none; ``None``: none; an int: that many (needs ``n_samples``, and
+            ``n_samples``, else none, and the default search uses up to
+            :data:`MORE_CONFIRMATION_FACTOR` times as many (as the data hold) when its budget is
+            :data:`MORE_CONFIRMATION_FROM` evaluations or more (:meth:`fit_confirmation`);
+            ``None``: none; an int: that many, whatever the budget (needs ``n_samples``, and
             ``n_samples + confirm_samples`` validation images). On ``mnist_cnn`` (1,000 + 1,000
             images, 300 evaluations, 15 seeds) it raised the front's hypervolume measured on
             8,000 held-out images from level with Optuna's TPE to ahead in 12 of 15 seeds, at
-            1.47x the search time (``benchmarks/bench_peers.py --confirm-samples``). With 1,000
-            evaluations or more, ask for more: the more near-equal candidates a search compares,
-            the luckier the ones its front keeps (``mnist_cnn``, 1,000 evaluations: 3,000 images
-            instead of 1,000 put the front ahead of every peer held out in 4 of 5 seeds instead
-            of 2, for 1.38x the time; at 300 evaluations they do not help).
+            1.47x the search time (``benchmarks/bench_peers.py --confirm-samples``). The more
+            near-equal candidates a search compares, the luckier the ones its front keeps: at
+            1,000 evaluations, 3,000 images instead of 1,000 put the front ahead of every peer
+            held out in 4 of 5 seeds instead of 2 (region hypervolume +0.0041 +- 0.0017 over 10
+            seeds, 1.34x the time); at 300 evaluations they do not help.
         seed: Seed of the subsets and of fine-tuning (combined with each plan's key).
         cache: Cache results by plan key.
         cache_size: Maximum number of cached plans (``None``: unbounded).
@@ -203,15 +228,20 @@ class Evaluator:
             raise conflict(("train_data",), "a TensorDataset when bn_recalibration=True", None)
         self.bn_batches = check_int("bn_batches", bn_batches, low=1)
         self.bn_batch_size = check_int("bn_batch_size", bn_batch_size, low=1, allow_none=True) or self.batch_size
+        self._confirm_auto = False  # whether fit_confirmation may change the number of confirmation images
         if isinstance(confirm_samples, str):
             if confirm_samples != "auto":
                 raise invalid_value("confirm_samples", "'auto', None or a number of images >= 1", confirm_samples)
             twice = self.n_samples is not None and len(val_data) >= 2 * self.n_samples
             confirm_samples = self.n_samples if twice else None
+            self._confirm_auto = twice
         self.confirm_samples = check_int("confirm_samples", confirm_samples, low=1, allow_none=True)
         if self.confirm_samples is not None and self.n_samples is None:
             raise conflict(("n_samples",), "a number of images when confirm_samples is set (the rest of the "
                            "validation data holds the confirmation images)", None)
+        # the images fit_confirmation can draw on: a prefix of them is the confirmation set in use
+        self.confirm_pool = (min(MORE_CONFIRMATION_FACTOR * self.n_samples, len(val_data) - self.n_samples)
+                             if self._confirm_auto else self.confirm_samples)
         self.seed = check_seed(seed)
         self.use_cache = check_bool("cache", cache)
         self.num_threads = check_int("num_threads", num_threads, low=1, allow_none=True)
@@ -239,7 +269,7 @@ class Evaluator:
         self.n_evaluated = 0
         self.n_cached = 0
         self.n_failed = 0
-        self._val = self._train = self._confirm = None
+        self._val = self._train = self._confirm = self._confirm_source = None
         self._val_order = None  # rank_images' permutation of the validation subset
         self._confirm_order = None  # and of the confirmation images
         self._fingerprint = None
@@ -293,23 +323,59 @@ class Evaluator:
         if getattr(self, "_val_order", None) is not None and len(self._val_order) == len(val):
             val = TensorDataset(*(t[self._val_order] for t in val.tensors))  # rank_images' order
         train = _subset(train_data, self.n_train_samples, self.seed + 1)
-        confirm = None
+        source, pool = None, None
         if getattr(self, "confirm_samples", None) is not None:
+            pool = getattr(self, "confirm_pool", None) or self.confirm_samples
             available = len(val_data) - len(val)
-            if self.confirm_samples > available:
+            if pool > available:
                 raise invalid_value("confirm_samples", f"at most {available} (the validation images outside the "
                                     f"{len(val)}-image subset)", self.confirm_samples)
-            confirm = _subset(val_data, self.confirm_samples, self.seed, skip=len(val))
-            if getattr(self, "_confirm_order", None) is not None and len(self._confirm_order) == len(confirm):
-                confirm = TensorDataset(*(t[self._confirm_order] for t in confirm.tensors))
+            source = _permuted(val_data, pool, self.seed, skip=len(val))
         fingerprint = (len(val), len(train) if train is not None else 0,
-                       float(val.tensors[0].double().sum()), int(val.tensors[1].sum()),
-                       0 if confirm is None else len(confirm))
+                       float(val.tensors[0].double().sum()), int(val.tensors[1].sum()), pool or 0)
         if self._fingerprint is not None and fingerprint[:len(self._fingerprint)] != self._fingerprint:  # older: 4
             raise MopruneError("attach_data: these datasets differ from the evaluator's original ones")
         self._fingerprint = fingerprint
-        self._cpu_subsets = (val, train, confirm)
-        self._val, self._train, self._confirm = self._on_device(val), self._on_device(train), self._on_device(confirm)
+        self._confirm_source = source
+        self._cpu_subsets = (val, train, self._confirmation_images())
+        self._val, self._train, self._confirm = (self._on_device(d) for d in self._cpu_subsets)
+
+    def _confirmation_images(self):
+        """The ``confirm_samples`` confirmation images in use (CPU), in :meth:`rank_images`' order if ranked."""
+        if self._confirm_source is None:
+            return None
+        confirm = _prefix(self._confirm_source, self.confirm_samples)
+        if getattr(self, "_confirm_order", None) is not None and len(self._confirm_order) == len(confirm):
+            confirm = TensorDataset(*(t[self._confirm_order] for t in confirm.tensors))
+        return confirm
+
+    def fit_confirmation(self, n_evals: Optional[int]) -> Optional[int]:
+        """Fit the number of confirmation images to a search of ``n_evals`` evaluations.
+
+        Only with ``confirm_samples="auto"``: ``n_samples`` images below
+        :data:`MORE_CONFIRMATION_FROM` evaluations (or for an unknown budget, ``None``), and
+        :data:`MORE_CONFIRMATION_FACTOR` times as many from it, as far as the validation data
+        hold them. The images are a prefix of one seeded draw, so the smaller set is part of the
+        larger. Cached records confirmed on another number of images are measured again when
+        asked for; a running worker pool is closed (the next evaluation starts one with the new
+        images). The default search calls it when it starts.
+
+        Returns:
+            The number of confirmation images now in use (``None``: none).
+        """
+        if not self._confirm_auto:
+            return self.confirm_samples
+        self._require_data()
+        more = n_evals is not None and n_evals >= MORE_CONFIRMATION_FROM
+        wanted = min(MORE_CONFIRMATION_FACTOR * self.n_samples, self.confirm_pool) if more else self.n_samples
+        if wanted != self.confirm_samples:
+            self.confirm_samples = wanted
+            self._confirm_order = None  # rank_images orders the new set when asked (see images_ranked)
+            val, train, _ = self._cpu_subsets
+            self._cpu_subsets = (val, train, self._confirmation_images())
+            self._confirm = self._on_device(self._cpu_subsets[2])
+            self.close()
+        return self.confirm_samples
 
     def _on_device(self, data):
         if data is None or all(t.device == self.device for t in data.tensors):
@@ -341,6 +407,7 @@ class Evaluator:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_val"] = state["_train"] = state["_confirm"] = state["_cpu_subsets"] = state["_pool"] = None
+        state["_confirm_source"] = None
         state["_hold_pool"] = False
         return state
 
@@ -351,8 +418,10 @@ class Evaluator:
         for key, value in (("device", torch.device("cpu")), ("amp", None), ("_amp_dtype", None),
                            ("workers", None), ("devices", None), ("backend", "local"), ("address", None),
                            ("_cpu_only", False), ("channels_last", False), ("_val_order", None),
-                           ("confirm_samples", None), ("_confirm", None), ("_confirm_order", None)):
+                           ("confirm_samples", None), ("_confirm", None), ("_confirm_order", None),
+                           ("_confirm_auto", False), ("_confirm_source", None)):
             state.setdefault(key, value)
+        state.setdefault("confirm_pool", state["confirm_samples"])
         self.__dict__.update(state)
 
     def __deepcopy__(self, memo):
@@ -363,7 +432,7 @@ class Evaluator:
                 value = None  # a copy starts its own pool when it needs one
             elif key == "_hold_pool":
                 value = False
-            elif key not in ("_val", "_train", "_confirm", "_cpu_subsets"):
+            elif key not in ("_val", "_train", "_confirm", "_cpu_subsets", "_confirm_source"):
                 value = copy.deepcopy(value, memo)
             new.__dict__[key] = value
         return new
@@ -500,8 +569,8 @@ class Evaluator:
 
     @property
     def images_ranked(self) -> bool:
-        """Whether :meth:`rank_images` has ordered the validation subset."""
-        return self._val_order is not None
+        """Whether :meth:`rank_images` has ordered the validation subset and the confirmation images in use."""
+        return self._val_order is not None and (self._confirm is None or self._confirm_order is not None)
 
     @torch.inference_mode()
     def rank_images(self, model: nn.Module) -> None:
@@ -641,7 +710,7 @@ class Evaluator:
             logger.warning("candidate %s failed: %s", plan.key, error)
         return EvalRecord(plan_key=plan.key, accuracy=accuracy, seconds=time.perf_counter() - start,
                           cached=False, error=error, loss=loss, summary=dict(plan.summary), screened=screened,
-                          confirmed_accuracy=confirmed)
+                          confirmed_accuracy=confirmed, confirm_images=None if confirmed is None else len(self._confirm))
 
     def _errors(self, accuracy):
         """Errors on the validation subset of a record's ``accuracy``."""
@@ -755,6 +824,9 @@ class Evaluator:
             elif hit is not None and hit.confirmed_accuracy is None and not hit.failed \
                     and self._confirms(hit.accuracy, hit.screened, limit):
                 hit = None  # measured on the subset only, and this genome's limit asks for confirmation
+            if hit is not None and hit.confirmed_accuracy is not None \
+                    and hit.confirm_images != (None if self._confirm is None else len(self._confirm)):
+                hit = None  # confirmed on another number of images (fit_confirmation since): measure again
             if hit is not None:
                 entries.append(("cached", hit))
             elif self.use_cache and plan.key in first:

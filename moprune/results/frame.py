@@ -33,7 +33,8 @@ _BASE_COLUMNS = [
     "params_ratio", "sparsity", "feasible",
 ]
 _TAIL_COLUMNS = [
-    "plan_key", "genome_hash", "cached", "screened", "confirmed", "subset_accuracy", "confirmed_accuracy", "seconds",
+    "plan_key", "genome_hash", "cached", "screened", "confirmed", "subset_accuracy", "confirmed_accuracy", "confirm_images",
+    "seconds",
     "algorithm", "seed", "error_message", "genome",
 ]
 
@@ -109,6 +110,7 @@ def to_frame(result: SearchResult) -> pd.DataFrame:
             "confirmed": bool(getattr(ev, "confirmed", False)),
             "subset_accuracy": float(getattr(ev, "accuracy_on_subset", accuracy)),
             "confirmed_accuracy": float(getattr(ev, "confirmed_accuracy", math.nan)),
+            "confirm_images": int(getattr(ev, "confirm_images", 0)),
             "seconds": float(ev.seconds),
             "algorithm": result.algorithm,
             "seed": result.seed,

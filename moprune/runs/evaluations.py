@@ -174,7 +174,7 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
     summaries = _summaries(df)
     archive = []
     screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
-    subset, confirmed = _confirmation_columns(df)
+    subset, confirmed, confirm_images = _confirmation_columns(df)
     for i, row in enumerate(df[needed[:12]].itertuples(index=False)):
         archive.append(Evaluation(
             genome=np.asarray(genomes[i]),
@@ -195,16 +195,19 @@ def archive_from_frame(df: pd.DataFrame, objectives: Sequence[str],
             screened=bool(screened[i]),  # runs written before screening existed have no such column
             subset_accuracy=float(subset[i]),
             confirmed_accuracy=float(confirmed[i]),
+            confirm_images=int(confirm_images[i]),
         ))
     return archive
 
 
 def _confirmation_columns(df):
-    """``subset_accuracy`` and ``confirmed_accuracy`` (``nan`` where absent: runs written before confirmation)."""
+    """``subset_accuracy``, ``confirmed_accuracy`` and ``confirm_images`` (``nan`` / 0 where absent: older runs)."""
     nan = np.full(len(df), np.nan)
     subset = df["subset_accuracy"].to_numpy(dtype=float) if "subset_accuracy" in df.columns else nan
     confirmed = df["confirmed_accuracy"].to_numpy(dtype=float) if "confirmed_accuracy" in df.columns else nan
-    return subset, confirmed
+    images = (df["confirm_images"].fillna(0).to_numpy(dtype=np.int64) if "confirm_images" in df.columns
+              else np.zeros(len(df), dtype=np.int64))
+    return subset, confirmed, images
 
 
 def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
@@ -216,7 +219,7 @@ def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
     """
     summaries = _summaries(df)
     screened = df["screened"].to_numpy(dtype=bool) if "screened" in df.columns else np.zeros(len(df), dtype=bool)
-    subset, confirmed = _confirmation_columns(df)
+    subset, confirmed, confirm_images = _confirmation_columns(df)
     records = {}
     for i, row in enumerate(df[["plan_key", "accuracy", "seconds", "cached", "error_message"]]
                             .itertuples(index=False)):
@@ -228,5 +231,7 @@ def records_from_frame(df: pd.DataFrame) -> List[EvalRecord]:
         records[key] = EvalRecord(plan_key=key, accuracy=accuracy, seconds=float(row.seconds),
                                   error=_message(row.error_message), summary=summaries[i],
                                   screened=bool(screened[i]),
-                                  confirmed_accuracy=float(confirmed[i]) if np.isfinite(confirmed[i]) else None)
+                                  confirmed_accuracy=float(confirmed[i]) if np.isfinite(confirmed[i]) else None,
+                                  confirm_images=int(confirm_images[i]) if np.isfinite(confirmed[i])
+                                  and confirm_images[i] > 0 else None)
     return list(records.values())
