@@ -208,3 +208,15 @@ def tiny_problem(*, objectives=("error", "macs"), max_accuracy_drop=None, n_val=
     evaluator = Evaluator(make_data(n_val, seed=2), n_samples=None, batch_size=150, num_threads=1,
                           **evaluator_kwargs)
     return PruningProblem(space, evaluator, objectives=objectives, max_accuracy_drop=max_accuracy_drop)
+
+
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after` to stop a search, as a kill would."""
+
+
+def interrupt_after(generation):
+    """A search callback that stops the run once ``generation`` is done (its checkpoint written)."""
+    def hook(algorithm, problem):
+        if problem.generation == generation:
+            raise Interrupt
+    return hook

@@ -6,7 +6,7 @@ import torch
 from pymoo.termination.max_gen import MaximumGenerationTermination
 
 import moprune
-from conftest_search import TinySpace, make_data, random_genomes, tiny_model
+from conftest_search import Interrupt, TinySpace, interrupt_after, make_data, random_genomes, tiny_model
 from moprune.evaluation import Evaluator
 from moprune.exceptions import MopruneValueError
 from moprune.problem import FocusedProblem, PruningProblem
@@ -232,20 +232,11 @@ def test_records_confirmed_on_other_images_are_measured_again_and_the_base_follo
 
 
 def test_the_default_search_sizes_its_confirmation_to_its_budget():
-    class Stop(Exception):
-        pass
-
-    def stop_after(generation):
-        def hook(algorithm, problem):
-            if problem.generation == generation:
-                raise Stop
-        return hook
-
     confirmed = {}
     for budget in (999, 1000):
         problem = PruningProblem(TinySpace(tiny_model()), _auto_evaluator())
-        with pytest.raises(Stop):
-            moprune.search(problem, n_evals=budget, seed=1, callbacks=[stop_after(1)])
+        with pytest.raises(Interrupt):
+            moprune.search(problem, n_evals=budget, seed=1, callbacks=[interrupt_after(1)])
         confirmed[budget] = {e.confirm_images for e in problem.archive if e.confirmed}
         assert problem.evaluator.confirm_samples == (300 if budget >= 1000 else 100)
     assert confirmed == {999: {100}, 1000: {300}}
@@ -263,26 +254,17 @@ def test_a_resumed_run_confirms_on_the_same_images_and_keeps_its_cache(tmp_path,
 
     monkeypatch.setenv("MOPRUNE_CACHE", str(tmp_path / "cache"))
 
-    class Stop(Exception):
-        pass
-
-    def stop_after(generation):
-        def hook(algorithm, problem):
-            if problem.generation == generation:
-                raise Stop
-        return hook
-
     path = tmp_path / "run"
     prepare_run(path, {"model": "tiny"})
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         run_search(path, PruningProblem(TinySpace(tiny_model()), _auto_evaluator()), "focused", pop_size=10,
-                   n_evals=1000, seed=1, callbacks=[stop_after(1)])
+                   n_evals=1000, seed=1, callbacks=[interrupt_after(1)])
     before = read_evaluations(path, decode=False)
     assert set(before.loc[before["confirmed"], "confirm_images"]) == {300}
     problem = PruningProblem(TinySpace(tiny_model()), _auto_evaluator())
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         run_search(path, problem, "focused", pop_size=10, n_evals=1000, seed=1, resume=True,
-                   callbacks=[stop_after(3)])
+                   callbacks=[interrupt_after(3)])
     after = read_evaluations(path, decode=False)
     assert len(after) > len(before) and set(after.loc[after["confirmed"], "confirm_images"]) == {300}
     assert problem.evaluator.confirm_samples == 300

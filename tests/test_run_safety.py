@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest_search import tiny_problem
+from conftest_search import Interrupt, interrupt_after, tiny_problem
 from moprune.exceptions import MopruneError, MopruneValueError
 from moprune.runs import (
     CHECKPOINT,
@@ -67,17 +67,6 @@ def archive_key(archive, *, with_cache=True):
     return [(e.plan_key, e.genome.tobytes(), e.genome.dtype.str, e.accuracy, e.generation, e.objectives, e.macs,
              e.params, e.macs_ratio, e.params_ratio, e.sparsity, e.feasible, e.error, e.summary)
             + ((e.cached, e.seconds) if with_cache else ()) for e in archive]
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_after(generation):
-    def hook(algorithm, problem):
-        if problem.generation == generation:
-            raise Interrupt
-    return hook
 
 
 def finished_run(path, *, ratio=False, algorithm="nsga2"):

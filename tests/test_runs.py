@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest_search import tiny_problem
+from conftest_search import Interrupt, interrupt_after, tiny_problem
 from moprune.algorithms import ALGORITHMS
 from moprune.exceptions import MopruneError
 from moprune.runs import (
@@ -35,17 +35,6 @@ def archive_key(archive):
     everything but the wall time (``seconds``)."""
     return [(e.plan_key, e.genome.tobytes(), e.accuracy, e.generation, e.objectives, e.macs, e.params,
              e.feasible, e.cached, e.error) for e in archive]
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_after(generation):
-    def hook(algorithm, problem):
-        if problem.generation == generation:
-            raise Interrupt
-    return hook
 
 
 @pytest.fixture(scope="module")
