@@ -210,6 +210,8 @@ def test_fit_confirmation_takes_three_times_the_images_from_1000_evaluations():
     assert _auto_evaluator(confirm_samples=None).fit_confirmation(5000) is None
     assert _auto_evaluator(n_data=350).fit_confirmation(1000) == 250  # as many as the data hold
     assert ev.fit_confirmation(10) == 100 and torch.equal(ev.confirm_subset.tensors[0], small.tensors[0])
+    with pytest.raises(MopruneValueError, match="n_evals"):
+        ev.fit_confirmation(0)
 
 
 def test_records_confirmed_on_other_images_are_measured_again_and_the_base_follows():

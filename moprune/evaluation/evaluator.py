@@ -362,7 +362,11 @@ class Evaluator:
 
         Returns:
             The number of confirmation images now in use (``None``: none).
+
+        Raises:
+            MopruneValueError: ``n_evals`` is not ``None`` or a number >= 1.
         """
+        n_evals = check_int("n_evals", n_evals, low=1, allow_none=True)
         if not self._confirm_auto:
             return self.confirm_samples
         self._require_data()

@@ -33,9 +33,8 @@ _BASE_COLUMNS = [
     "params_ratio", "sparsity", "feasible",
 ]
 _TAIL_COLUMNS = [
-    "plan_key", "genome_hash", "cached", "screened", "confirmed", "subset_accuracy", "confirmed_accuracy", "confirm_images",
-    "seconds",
-    "algorithm", "seed", "error_message", "genome",
+    "plan_key", "genome_hash", "cached", "screened", "confirmed", "subset_accuracy", "confirmed_accuracy",
+    "confirm_images", "seconds", "algorithm", "seed", "error_message", "genome",
 ]
 
 
