@@ -273,3 +273,41 @@ def test_a_resumed_run_confirms_on_the_same_images_and_keeps_its_cache(tmp_path,
     # the checkpoint's counters and cache came back: no candidate of the first part was run again
     assert problem.evaluator.n_evaluated == int((~after["cached"]).sum())
     assert not set(after["plan_key"][len(before):][~after["cached"][len(before):]]) & set(before["plan_key"])
+
+
+# ------------------------------------------------------------- a population measured in chunks, cheapest first
+def _population_records(chunks, n=16):
+    view = FocusedProblem(PruningProblem(TinySpace(tiny_model()), _evaluator()), None, screen=True, confirm=True,
+                          confirm_drop=100.0, chunks=chunks)
+    view.evaluate(_genomes(4, n=n))  # one population, nothing archived before it
+    return view.parent.archive
+
+
+def test_a_population_in_chunks_is_bounded_by_its_own_cheaper_candidates():
+    whole, chunked = _population_records(1), _population_records(4)
+    assert not any(e.screened for e in whole)  # no archive, so nothing bounds anyone measured at once
+    n = N_SUBSET
+    errors = {e.plan_key: round((1 - e.subset_accuracy) * n) for e in whole}
+    stopped = [e for e in chunked if e.screened and not e.confirmed]
+    assert stopped
+    for e in stopped:  # each made more subset errors than a cheaper candidate of its own population
+        assert any(d.macs_ratio <= e.macs_ratio and errors[d.plan_key] < errors[e.plan_key] for d in whole)
+        assert e.subset_accuracy >= whole[[d.plan_key for d in whole].index(e.plan_key)].subset_accuracy
+    for a, b in zip(whole, chunked):
+        assert a.plan_key == b.plan_key
+        if not b.screened:  # measured in full: the same images, the same accuracy
+            assert b.subset_accuracy == a.subset_accuracy
+            assert b.confirmed == a.confirmed
+    confirmed_whole = {e.plan_key for e in whole if e.confirmed}
+    confirmed_chunked = {e.plan_key for e in chunked if e.confirmed}
+    assert confirmed_chunked < confirmed_whole  # fewer confirmations, none new
+    cheapest = np.argsort([e.macs_ratio for e in whole], kind="stable")[:4]
+    for i in cheapest:  # the first chunk has no bounds: measured as at once
+        assert not chunked[i].screened and chunked[i].confirmed == whole[i].confirmed
+        np.testing.assert_equal(chunked[i].confirmed_accuracy, whole[i].confirmed_accuracy)
+
+
+def test_chunks_is_checked_by_name():
+    problem = PruningProblem(TinySpace(tiny_model()), _evaluator())
+    with pytest.raises(MopruneValueError, match="chunks"):
+        moprune.search(problem, n_evals=20, seed=0, chunks=0)
