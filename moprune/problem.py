@@ -23,7 +23,7 @@ from moprune.exceptions import invalid_value
 from moprune.scoring import Scoring, make_scoring
 from moprune.space.base import Plan, Space
 from moprune.space.channels import ChannelSpace
-from moprune.validation import check_bool, check_int, check_real
+from moprune.validation import check_bool, check_real
 
 OBJECTIVES = ("error", "macs", "params", "sparsity")
 """The objectives a problem can minimise."""
@@ -54,20 +54,6 @@ def _fewest_cheaper(reference, errors, columns, cost):
     cheaper = (R[None, :, :] <= C[:, None, :]).all(axis=2)  # candidate x reference
     fewest = np.where(cheaper, errors[None, :], np.iinfo(np.int64).max).min(axis=1)
     return [int(b) if cheaper[i].any() else None for i, b in enumerate(fewest)]
-
-
-class _Measured:
-    """An evaluator record with its costs, read by :meth:`PruningProblem.error_bounds` as an archive entry."""
-
-    def __init__(self, record, cost):
-        self.error = record.error
-        self.accuracy = self.accuracy_on_subset = record.accuracy
-        self.screened = bool(getattr(record, "screened", False))
-        confirmed = getattr(record, "confirmed_accuracy", None)
-        self.confirmed = confirmed is not None
-        self.confirmed_accuracy = float("nan") if confirmed is None else confirmed
-        for key in ("macs_ratio", "params_ratio", "sparsity"):
-            setattr(self, key, float(cost[key]))
 
 
 def _check_objectives(objectives):
@@ -141,13 +127,6 @@ class PruningProblem(Problem):
             accuracy is then over both sets of images (see :class:`moprune.archive.Evaluation`):
             a model lucky on a small subset does not keep its place on the front by luck.
         confirm_drop: Accuracy points below the base within which candidates are confirmed.
-        chunks: With :attr:`screen` or :attr:`confirm`, a population is measured in up to this
-            many chunks, cheapest candidates first, and each chunk is bounded by the archive and
-            the chunks before it (default 1: all at once; the default search uses 4). A
-            candidate dominated on the subset by a cheaper one of its own population then stops
-            early and is not confirmed, instead of being measured on every image. The chunks
-            depend on the population alone, so the records are the same with any number of
-            workers; each chunk is a barrier, so many workers idle more.
 
     Raises:
         MopruneValueError: Unknown objectives or a threshold outside [0, 100].
@@ -156,7 +135,6 @@ class PruningProblem(Problem):
     screen = False
     confirm = False
     confirm_drop = 5.0
-    chunks = 1
 
     def __init__(self, space: Space, evaluator: Evaluator, *, objectives: Union[str, Sequence[str]] = ("error", "macs"),
                  max_accuracy_drop: Optional[float] = None) -> None:
@@ -252,7 +230,8 @@ class PruningProblem(Problem):
         cost = self.space.cost(X)
         screen = self.screen and _takes(self.evaluator, "error_bounds")
         confirm = self._confirms()
-        records = self._measured_records(X, cost, screen, confirm)
+        # bounds from the archive before this population, so the records do not depend on how many workers run it
+        records = self.evaluator.evaluate(self.space, X, **self._limits(cost, screen, confirm))
         failed = np.array([r.error is not None for r in records], dtype=bool)
         subset_accuracy = np.array([r.accuracy for r in records], dtype=float)
         confirmed = np.array([getattr(r, "confirmed_accuracy", None) is not None for r in records], dtype=bool)
@@ -277,45 +256,21 @@ class PruningProblem(Problem):
         m["X"] = X
         return m
 
-    def _measured_records(self, X, cost, screen, confirm):
-        """The evaluator's records of ``X``, measured in :attr:`chunks`, cheapest first (in the order of ``X``)."""
-        root = getattr(self, "parent", self)
-        columns = [_COST_COLUMNS[name] for name in root.objectives if name != "error"]
-        n_chunks = min(int(self.chunks), len(X)) if (screen or confirm) and columns else 1
-        if n_chunks <= 1:
-            # bounds from the archive before this population, so the records do not depend on how many workers run it
-            return self.evaluator.evaluate(self.space, X, **self._limits(cost, screen, confirm))
-        key, sign = columns[0]
-        order = np.argsort(sign * np.asarray(cost[key], dtype=float), kind="stable")
-        records, measured = [None] * len(X), []
-        for part in np.array_split(order, n_chunks):
-            part_cost = {k: np.asarray(v)[part] for k, v in cost.items()}
-            limits = self._limits(part_cost, screen, confirm, measured)
-            for i, record in zip(part, self.evaluator.evaluate(self.space, X[part], **limits)):
-                records[i] = record
-                measured.append(_Measured(record, {k: np.asarray(v)[i] for k, v in cost.items()}))
-        return records
-
-    def _limits(self, cost, screen, confirm, measured=()):
-        """The evaluator's ``error_bounds``, ``confirm_limits`` and ``pooled_bounds`` (those that apply).
-
-        ``measured``: records of this population measured already (:class:`_Measured`), bounding
-        the candidates as archived models do.
-        """
+    def _limits(self, cost, screen, confirm):
+        """The evaluator's ``error_bounds``, ``confirm_limits`` and ``pooled_bounds`` (those that apply)."""
         if not (screen or confirm):
             return {}
-        bounds = self.error_bounds(cost, measured=measured)
+        bounds = self.error_bounds(cost)
         options = {}
         if screen and bounds is not None and any(b is not None for b in bounds):
             options["error_bounds"] = bounds
         if confirm:  # an evaluator that takes confirm_limits takes pooled_bounds too
             options["confirm_limits"] = self.confirm_limits(bounds)
             if screen:
-                options["pooled_bounds"] = self.error_bounds(cost, pooled=True, measured=measured)
+                options["pooled_bounds"] = self.error_bounds(cost, pooled=True)
         return options
 
-    def error_bounds(self, cost: Dict[str, Any], *, pooled: bool = False,
-                     measured: Sequence[Any] = ()) -> Optional[List[Optional[int]]]:
+    def error_bounds(self, cost: Dict[str, Any], *, pooled: bool = False) -> Optional[List[Optional[int]]]:
         """Per candidate, the fewest validation errors of an archived model at most as costly.
 
         "At most as costly" in every cost objective of the problem (``macs``, ``params``,
@@ -329,8 +284,6 @@ class PruningProblem(Problem):
         Args:
             cost: ``space.cost(X)`` of the candidates.
             pooled: Count errors on both sets of images (the evaluator's ``pooled_bounds``).
-            measured: Candidates measured but not archived yet (earlier chunks of the population
-                being measured), counted as archived entries.
 
         Returns:
             One bound (an int, or ``None`` where no archived model is at most as costly) per
@@ -341,7 +294,7 @@ class PruningProblem(Problem):
             return None
         if hasattr(self.evaluator, "rank_images") and not self.evaluator.images_ranked:
             self.evaluator.rank_images(self.space.model)
-        entries = [e for e in [*root.archive[getattr(root, "_reference_start", 0):], *measured]
+        entries = [e for e in root.archive[getattr(root, "_reference_start", 0):]
                    if e.error is None and np.isfinite(e.accuracy)]
         if pooled:
             n_images = len(self.evaluator.val_subset) + len(self.evaluator.confirm_subset)
@@ -599,16 +552,13 @@ class FocusedProblem(ProblemView):
         confirm: Measure candidates that could enter the front on the confirmation images too
             (see :attr:`PruningProblem.confirm`).
         confirm_drop: Accuracy points below the base within which candidates are confirmed.
-        chunks: Measure each population in up to this many chunks, cheapest first (see
-            :attr:`PruningProblem.chunks`).
 
     Attributes:
-        parent, band, screen, confirm, confirm_drop, chunks: As given.
+        parent, band, screen, confirm, confirm_drop: As given.
     """
 
-    def __init__(self, parent, band, screen=False, confirm=False, confirm_drop=5.0, chunks=1):
+    def __init__(self, parent, band, screen=False, confirm=False, confirm_drop=5.0):
         parent = self.root(parent)
-        self.chunks = check_int("chunks", chunks, low=1)
         self.screen = check_bool("screen", screen)
         self.confirm = check_bool("confirm", confirm)
         self.confirm_drop = check_real("confirm_drop", confirm_drop, low=0.0, high=100.0, unit="accuracy points")

@@ -197,8 +197,8 @@ def test_focused_screens_dominated_candidates_unless_told_not_to():
     screened = [e for e in result.archive if e.screened]
     assert len(screened) >= 3
     measured = [e for e in result.archive if not e.screened]
-    for e in screened:  # each is dominated by a fully measured candidate of its generation or an earlier one
-        assert any(d.generation <= e.generation and d.macs_ratio <= e.macs_ratio and d.accuracy > e.accuracy
+    for e in screened:  # each is dominated by a fully measured candidate of an earlier generation
+        assert any(d.generation < e.generation and d.macs_ratio <= e.macs_ratio and d.accuracy > e.accuracy
                    for d in measured)
     from moprune.results import pareto_front, to_frame
 

@@ -40,10 +40,6 @@ crowding, tournament selection) and changes what it is fed:
   front is decided on both: among many near-equal candidates near the base, the luckiest on a
   small subset would otherwise fill the front (on ``mnist_cnn`` the front measured on held-out
   images is then ahead of Optuna's TPE in 12 of 15 seeds instead of level, for 1.47x the time);
-- each generation is measured in ``chunks`` chunks, cheapest candidates first, and the two rules
-  above also bound a candidate by the cheaper ones of its own generation measured before it, so
-  the large models of a generation that a smaller one already beats are neither measured in full
-  nor confirmed;
 - optionally (``head_share``, off by default), after ``head_after`` evaluations another small
   share is bred from the front of the candidates no worse than the base (the head), free of the
   ceiling. On ``mnist_cnn`` what it finds are models that beat the base on the validation subset
@@ -80,9 +76,6 @@ DEFAULT_BAND = 5.0
 
 DEFAULT_MAX_IMBALANCE = 2.0
 """Channel groups keep at least the geometric mean of a candidate's keep ratios over this."""
-
-DEFAULT_CHUNKS = 4
-"""Chunks each generation is measured in, cheapest candidates first (``PruningProblem.chunks``)."""
 
 
 class FocusedNSGA2(NSGA2):
@@ -315,8 +308,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.0, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
-                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True, confirm=True, confirm_drop=5.0,
-                 chunks=DEFAULT_CHUNKS):
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True, confirm=True, confirm_drop=5.0):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -380,11 +372,6 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
             :attr:`moprune.PruningProblem.confirm`): a model lucky on the validation subset does
             not hold its place on the front by luck.
         confirm_drop: Accuracy points below the base within which candidates are confirmed.
-        chunks: Each generation is measured in up to this many chunks, cheapest candidates first,
-            each screened and confirmed against the chunks before it as well as the archive
-            (:attr:`moprune.PruningProblem.chunks`): a candidate a cheaper one of its own
-            generation already beats stops early instead of being measured and confirmed in full.
-            1: the whole generation at once (more parallel with many workers, more evaluation time).
 
     Returns:
         A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
@@ -399,7 +386,7 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
         band = None if budgeted else DEFAULT_BAND
     if "error" not in problem.objectives and band is not None:
         band = None  # nothing to focus on without an accuracy objective
-    view = FocusedProblem(problem, band, screen=screen, confirm=confirm, confirm_drop=confirm_drop, chunks=chunks)
+    view = FocusedProblem(problem, band, screen=screen, confirm=confirm, confirm_drop=confirm_drop)
     space = problem.space
     if getattr(space, "vtype", None) is int:
         raise invalid_value("problem", "a problem over a binary or ratio-encoded space for 'focused' (integer "
