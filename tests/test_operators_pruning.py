@@ -522,3 +522,31 @@ def test_focused_keeps_the_front_within_ceiling_drop_and_breeds_it_above_the_cei
     for bad in ({"head_share": 0.8}, {"head_after": 0.5}, {"head_after": -1}):
         with pytest.raises(MopruneValueError, match=next(iter(bad))):
             ALGORITHMS.get("focused")(tiny_problem(), pop_size=8, **bad)
+
+
+@pytest.mark.parametrize("survival", ["smsemoa", "nsga3"])
+def test_focused_takes_another_pymoo_survival(survival):
+    """The default search with SMS-EMOA's or NSGA-III's survival: the same budget, a front, reproducible."""
+    result = search(tiny_problem(), n_evals=60, seed=3, survival=survival)
+    default = search(tiny_problem(), n_evals=60, seed=3)
+    assert len(result.archive) == 60
+    # the first population is the same sweep; the survivors (so the later generations) differ
+    first = [e.plan_key for e in result.archive if e.generation == 0]
+    assert first and first == [e.plan_key for e in default.archive if e.generation == 0]
+    assert [e.plan_key for e in result.archive] != [e.plan_key for e in default.archive]
+    again = search(tiny_problem(), n_evals=60, seed=3, survival=survival)
+    assert [e.plan_key for e in again.archive] == [e.plan_key for e in result.archive]
+
+
+def test_focused_survival_is_checked_by_name():
+    with pytest.raises(MopruneValueError, match="survival"):
+        search(tiny_problem(), n_evals=20, seed=0, survival="moead")
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # AGE-MOEA2 needs numba, which moprune does not install: a clear error
+        from moprune.exceptions import MopruneError
+
+        with pytest.raises(MopruneError, match="numba"):
+            search(tiny_problem(), n_evals=20, seed=0, survival="agemoea2")
+    else:
+        assert len(search(tiny_problem(), n_evals=40, seed=0, survival="agemoea2").archive) == 40

@@ -57,7 +57,7 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 from pymoo.util.nds.non_dominated_sorting import find_non_dominated
 
 from moprune.algorithms import ALGORITHMS
-from moprune.exceptions import invalid_value
+from moprune.exceptions import MopruneError, invalid_value
 from moprune.operators.binary import run_progress
 from moprune.operators.pruning import (
     CostCeilingRepair,
@@ -69,13 +69,57 @@ from moprune.operators.pruning import (
 )
 from moprune.problem import FocusedProblem, bind_problem
 from moprune.space import ChannelSpace
-from moprune.validation import check_int, check_pop_size, check_probability, check_real
+from moprune.validation import check_choice, check_int, check_pop_size, check_probability, check_real
 
 DEFAULT_BAND = 5.0
 """Accuracy points below the base the default search focuses on."""
 
 DEFAULT_MAX_IMBALANCE = 2.0
 """Channel groups keep at least the geometric mean of a candidate's keep ratios over this."""
+
+SURVIVALS = ("nsga2", "smsemoa", "nsga3", "agemoea2")
+"""Whose survival (and matching parent selection) ``survival=`` gives the default search."""
+
+
+def _cv_then_random(pop, P, random_state=None, **kwargs):
+    """NSGA-III's tournament (``comp_by_cv_then_random``), seeded: pymoo 0.6.2 breaks ties between
+    equally infeasible candidates with an unseeded generator, so the same seed gave other runs."""
+    from pymoo.operators.selection.tournament import compare
+
+    S = np.empty(len(P), dtype=int)
+    for i, (a, b) in enumerate(P[:, :2]):
+        if pop[a].CV[0] > 0.0 or pop[b].CV[0] > 0.0:
+            S[i] = compare(a, pop[a].CV[0], b, pop[b].CV[0], method="smaller_is_better",
+                           return_random_if_equal=True, random_state=random_state)
+        else:
+            S[i] = random_state.choice([a, b])
+    return S[:, None]
+
+
+def _survival(name, pop_size, n_obj):
+    """``survival`` and ``selection`` arguments of pymoo's algorithm ``name`` (``{}``: NSGA-II's own)."""
+    from pymoo.operators.selection.tournament import TournamentSelection
+
+    if name == "nsga2":
+        return {}
+    if name == "smsemoa":  # least hypervolume contribution; its tournament reads no crowding distance
+        from pymoo.algorithms.moo.sms import LeastHypervolumeContributionSurvival, cv_and_dom_tournament
+
+        return dict(survival=LeastHypervolumeContributionSurvival(),
+                    selection=TournamentSelection(func_comp=cv_and_dom_tournament))
+    if name == "nsga3":
+        from pymoo.algorithms.moo.nsga3 import ReferenceDirectionSurvival
+        from pymoo.util.ref_dirs import get_reference_directions
+
+        ref_dirs = get_reference_directions("energy", n_obj, pop_size, seed=1) if n_obj > 2 else \
+            get_reference_directions("das-dennis", n_obj, n_partitions=pop_size - 1)
+        return dict(survival=ReferenceDirectionSurvival(ref_dirs),
+                    selection=TournamentSelection(func_comp=_cv_then_random))
+    try:  # agemoea2: sets rank and crowding, as NSGA-II's tournament reads
+        from pymoo.algorithms.moo.age2 import AGEMOEA2Survival
+    except Exception as error:  # pymoo raises a bare Exception without numba
+        raise MopruneError(f"survival='agemoea2' needs numba (pymoo's AGE-MOEA2): pip install numba ({error})") from None
+    return dict(survival=AGEMOEA2Survival())
 
 
 class FocusedNSGA2(NSGA2):
@@ -308,7 +352,8 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
                  saturation_slope=0.2, ceiling_factor=1.0, ceiling_drop=0.0, ceiling_until=0.7, tail_share=0.1, head_share=0.0, head_after=500,
                  sweep_fraction=0.3, sweep_min_macs=0.002, sweep_max_macs=0.9, tilt_fraction=0.2, tilt=0.15,
                  max_imbalance="auto", sigma=0.3, final_sigma=0.1,
-                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True, confirm=True, confirm_drop=5.0):
+                 swap_prob=0.3, crossover_prob=0.9, n_offsprings=None, screen=True, confirm=True, confirm_drop=5.0,
+                 survival="nsga2"):
     """The default search: NSGA-II seeded by a uniform sweep, with pruning-aware operators.
 
     Args:
@@ -372,6 +417,11 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
             :attr:`moprune.PruningProblem.confirm`): a model lucky on the validation subset does
             not hold its place on the front by luck.
         confirm_drop: Accuracy points below the base within which candidates are confirmed.
+        survival: Which of pymoo's survivals picks each next population from the candidates the
+            search sees (log costs, the band): ``"nsga2"`` (rank and crowding distance, the
+            default), ``"smsemoa"`` (least hypervolume contribution), ``"nsga3"`` (reference
+            directions) or ``"agemoea2"`` (adaptive geometry; needs numba), each with the parent
+            tournament of its algorithm. Everything else stays the default search's.
 
     Returns:
         A configured :class:`FocusedNSGA2` bound to a :class:`moprune.problem.FocusedProblem` view.
@@ -403,7 +453,9 @@ def make_focused(problem, *, pop_size, band="auto", max_macs=None, max_params=No
     if budgeted:  # the sweep spans the uniform models within the budget
         sweep_max_macs = min(sweep_max_macs, _largest_uniform_macs(space, limits))
         sweep_min_macs = min(sweep_min_macs, sweep_max_macs / 10)
+    survival = check_choice("survival", survival, SURVIVALS)
     algorithm = FocusedNSGA2(
+        **_survival(survival, pop_size, problem.n_obj),
         pop_size=pop_size,
         n_offsprings=check_int("n_offsprings", n_offsprings, low=1, allow_none=True) or pop_size,
         sampling=SweepSampling(sweep_fraction=sweep_fraction, min_macs=sweep_min_macs, max_macs=sweep_max_macs,
