@@ -49,7 +49,9 @@ draws them with each run's seed instead.
 Then, with ``--retrain``: for the first seed of each model (every seed with ``--retrain-all-seeds``),
 the most accurate fully measured candidate of the default search (and of each of ``--retrain-methods``)
 at or below each MACs target (about 10% and 5%; ``pick(..., "target_macs")``) and the uniform
-model with the nearest MACs are retrained with the same budget (``--retrain-epochs`` at
+model with the nearest MACs (with ``--retrain-twins``: the largest uniform model at or below the
+target, from a grid of 400 keep ratios, and each search's pick at or below its MACs) are retrained
+with the same budget (``--retrain-epochs`` at
 ``--retrain-lr`` on the training split, no distillation); their test accuracy is reported, and
 the pick's lead over the uniform model (mean and standard error over the seeds).
 
@@ -64,6 +66,7 @@ import os
 import platform
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -74,6 +77,7 @@ from torch.utils.data import TensorDataset
 import moprune
 from moprune.cli.config import parse_option
 from moprune.io import atomic_path
+from moprune.operators.pruning import uniform_costs, uniform_genome
 from moprune.results.indicators import hypervolume
 
 ABLATIONS = ("moprune-notilt", "moprune-noscreen", "moprune-noconfirm")
@@ -361,17 +365,37 @@ def target_pick(archive, target):
     return max(cands, key=lambda e: (e.accuracy, -e.macs_ratio)) if cands else None
 
 
+def uniform_at_most(space, target):
+    """The largest uniform model (a grid of 400 keep ratios, ``uniform_costs``) with at most ``target`` MACs."""
+    _, cost = uniform_costs(space)
+    macs = np.asarray(cost["macs_ratio"], dtype=float)
+    genome = uniform_genome(space, float(macs[macs <= target].max()))
+    return SimpleNamespace(genome=genome, macs_ratio=float(space.cost(genome[None])["macs_ratio"][0]),
+                           accuracy=float("nan"))
+
+
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
-                     methods=("moprune",)):
-    """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs."""
+                     methods=("moprune",), twins=False):
+    """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs.
+
+    The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
+    uniform model at or below the target (a grid of 400 keep ratios), and each search's pick is
+    then its most accurate candidate at or below that model's MACs: never larger than the model
+    it is compared with.
+    """
     rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
-    uniform_archive = runs["uniform"]["archive"]
+    uniform_archive = runs["uniform"]["archive"] if "uniform" in runs else None
     for target in targets:
+        twin = uniform_at_most(space, target) if twins else None
         for method in methods:
-            pick = target_pick(runs[method]["archive"], target) if method in runs else None
+            limit = twin.macs_ratio if twins else target
+            pick = target_pick(runs[method]["archive"], limit) if method in runs else None
             if pick is None:
                 continue
-            uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
+            if twins:
+                uni = twin
+            else:
+                uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
             for name, entry in ((method, pick), (f"uniform (vs {method})", uni)):
                 key = space.decode(np.asarray(entry.genome)).key
                 if key not in done_by_key:
@@ -382,8 +406,8 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
                 rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
                              "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
                              "test_accuracy": done.test_accuracy})
-            print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs: test {100 * done.test_accuracy:.2f}%",
-                  flush=True)
+                print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs: test "
+                      f"{100 * done.test_accuracy:.2f}%", flush=True)
     return rows
 
 
@@ -437,6 +461,9 @@ def main(argv=None):
                         help="retrain the picks of every seed (default: the first seed only)")
     parser.add_argument("--retrain-methods", nargs="+", default=["moprune"],
                         help="searches whose picks are retrained, each beside the uniform model at its MACs")
+    parser.add_argument("--retrain-twins", action="store_true",
+                        help="compare at equal MACs: the largest uniform model at or below each target (a grid of 400 "
+                             "keep ratios) and each search's most accurate candidate at or below its MACs")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -497,10 +524,11 @@ def main(argv=None):
                 if heldout is not None:
                     m.update(heldout_metrics(space, r["archive"], keep, r["base_accuracy"], heldout))
                 rows.append({"model": spec, "method": method, "seed": seed, "equal": "time", "wall": budget, **m})
-            if (args.retrain and (args.retrain_all_seeds or seed == args.seeds[0]) and "uniform" in runs
-                    and "moprune" in runs):
+            if (args.retrain and (args.retrain_all_seeds or seed == args.seeds[0])
+                    and ("uniform" in runs or args.retrain_twins)):
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
-                                              args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods)
+                                              args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods,
+                                              twins=args.retrain_twins)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),
