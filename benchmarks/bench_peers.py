@@ -358,10 +358,16 @@ def wins(df, equal):
     return pd.DataFrame(out)
 
 
-def target_pick(archive, target):
-    """The most accurate fully measured candidate at or below ``target`` MACs (``pick(..., "target_macs")``)."""
+def target_pick(archive, target, rule="accuracy"):
+    """A fully measured candidate at or below ``target`` MACs.
+
+    ``rule="accuracy"``: the most accurate (``pick(..., "target_macs")``); ``"largest"``: the one
+    with the most MACs (ties: the more accurate), for a comparison at nearly equal MACs.
+    """
     cands = [e for e in archive if np.isfinite(e.accuracy) and e.macs_ratio <= target
              and not getattr(e, "screened", False)]
+    if rule == "largest":
+        return max(cands, key=lambda e: (e.macs_ratio, e.accuracy)) if cands else None
     return max(cands, key=lambda e: (e.accuracy, -e.macs_ratio)) if cands else None
 
 
@@ -375,7 +381,7 @@ def uniform_at_most(space, target):
 
 
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
-                     methods=("moprune",), twins=False):
+                     methods=("moprune",), twins=False, rule="accuracy"):
     """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs.
 
     The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
@@ -389,7 +395,7 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
         twin = uniform_at_most(space, target) if twins else None
         for method in methods:
             limit = twin.macs_ratio if twins else target
-            pick = target_pick(runs[method]["archive"], limit) if method in runs else None
+            pick = target_pick(runs[method]["archive"], limit, rule) if method in runs else None
             if pick is None:
                 continue
             if twins:
@@ -464,6 +470,9 @@ def main(argv=None):
     parser.add_argument("--retrain-twins", action="store_true",
                         help="compare at equal MACs: the largest uniform model at or below each target (a grid of 400 "
                              "keep ratios) and each search's most accurate candidate at or below its MACs")
+    parser.add_argument("--retrain-pick", choices=["accuracy", "largest"], default="accuracy",
+                        help="each search's pick at or below the target: its most accurate candidate (default) "
+                             "or its largest (nearly equal MACs with --retrain-twins)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -528,7 +537,7 @@ def main(argv=None):
                     and ("uniform" in runs or args.retrain_twins)):
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
                                               args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods,
-                                              twins=args.retrain_twins)
+                                              twins=args.retrain_twins, rule=args.retrain_pick)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),
