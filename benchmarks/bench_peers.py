@@ -50,8 +50,9 @@ Then, with ``--retrain``: for the first seed of each model (every seed with ``--
 the most accurate fully measured candidate of the default search (and of each of ``--retrain-methods``)
 at or below each MACs target (about 10% and 5%; ``pick(..., "target_macs")``) and the uniform
 model with the nearest MACs (with ``--retrain-twins``: the largest uniform model at or below the
-target, from a grid of 400 keep ratios, and each search's pick at or below its MACs) are retrained
-with the same budget (``--retrain-epochs`` at
+target, from a grid of 400 keep ratios, and each search's pick at or below its MACs; with
+``--retrain-pick largest`` the pick is the search's largest candidate there, not its most
+accurate) are retrained with the same budget (``--retrain-epochs`` at
 ``--retrain-lr`` on the training split, no distillation); their test accuracy is reported, and
 the pick's lead over the uniform model (mean and standard error over the seeds).
 
