@@ -387,8 +387,8 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
 
     The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
     uniform model at or below the target (a grid of 400 keep ratios), and each search's pick is
-    then its most accurate candidate at or below that model's MACs: never larger than the model
-    it is compared with.
+    then its candidate at or below that model's MACs chosen by ``rule`` (:func:`target_pick`):
+    never larger than the model it is compared with.
     """
     rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
     uniform_archive = runs["uniform"]["archive"] if "uniform" in runs else None
@@ -470,7 +470,7 @@ def main(argv=None):
                         help="searches whose picks are retrained, each beside the uniform model at its MACs")
     parser.add_argument("--retrain-twins", action="store_true",
                         help="compare at equal MACs: the largest uniform model at or below each target (a grid of 400 "
-                             "keep ratios) and each search's most accurate candidate at or below its MACs")
+                             "keep ratios) and each search's pick (--retrain-pick) at or below its MACs")
     parser.add_argument("--retrain-pick", choices=["accuracy", "largest"], default="accuracy",
                         help="each search's pick at or below the target: its most accurate candidate (default) "
                              "or its largest (nearly equal MACs with --retrain-twins)")
