@@ -376,6 +376,9 @@ def uniform_at_most(space, target):
     """The largest uniform model (a grid of 400 keep ratios, ``uniform_costs``) with at most ``target`` MACs."""
     _, cost = uniform_costs(space)
     macs = np.asarray(cost["macs_ratio"], dtype=float)
+    if not (macs <= target).any():
+        raise ValueError(f"--targets: MACs ratios at or above the smallest uniform model's ({macs.min():.4f}) "
+                         f"with --retrain-twins, got {target}")
     genome = uniform_genome(space, float(macs[macs <= target].max()))
     return SimpleNamespace(genome=genome, macs_ratio=float(space.cost(genome[None])["macs_ratio"][0]),
                            accuracy=float("nan"))
