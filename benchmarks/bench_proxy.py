@@ -15,7 +15,10 @@ Two ways to choose the candidates:
   the level. What matters to a search at a fixed budget is whether the proxy finds, among models
   of equal size, the one that retrains best: this reports the Spearman correlation within each
   level (averaged), and the retrained accuracy of each proxy's pick per level against the
-  uniform model's and the best one's.
+  uniform model's and the best one's. ``--channel-draws K`` adds K models per level with the
+  uniform model's channel counts but randomly chosen channels (binary encoding). After the
+  tables, the allocation an oracle would pick (best retrained validation accuracy) is set
+  against the uniform one on the test split: a ceiling for any search over this space.
 
 Proxies: no fine-tuning (BatchNorm statistics re-estimated on training images where the model
 has BatchNorm); ``--steps`` SGD fine-tuning steps in the loop (document 000); ``--retrain-steps``
@@ -33,6 +36,12 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/bench_proxy.py --model resnet8 --data fashion-mnist --levels 0.035 0.07 0.15 \\
         --per-level 1 --tilts 0.15 0.3 0.5 --steps --epochs 2 --lr 0.01 --threads 2 \\
         --out benchmarks/results/bench_proxy_resnet8_fashion_tilt.txt
+    .venv/bin/python benchmarks/bench_proxy.py --model mnist_cnn --encoding ratio --levels 0.0422 0.0883 \
+        --per-level 24 --sigma 0.7 --tilts 0.15 0.3 0.5 --steps --epochs 1 --lr 0.01 --threads 2 \
+        --out benchmarks/results/bench_proxy_mnist_cnn_allocation_ceiling.txt
+    .venv/bin/python benchmarks/bench_proxy.py --model mnist_cnn --encoding binary --levels 0.0422 \
+        --per-level 1 --channel-draws 10 --steps --epochs 1 --lr 0.01 --threads 2 \
+        --out benchmarks/results/bench_proxy_mnist_cnn_channel_choice.txt
 """
 
 import argparse
@@ -69,10 +78,20 @@ def at_macs(space, relative, target, iterations=40):
     return best
 
 
-def matched_candidates(space, levels, per_level, rng, sigma, tilts=()):
+def random_channels(space, genome, rng):
+    """``genome`` with the same number of channels kept in each group, the kept ones drawn at random (binary only)."""
+    other = genome.copy()
+    for sl in space.group_slices:
+        other[sl] = rng.permutation(genome[sl])
+    return other
+
+
+def matched_candidates(space, levels, per_level, rng, sigma, tilts=(), channel_draws=0):
     """At each MACs level: the uniform ratio, the ``tilts`` (parameter-tilted allocations), then random ones.
 
-    ``per_level`` counts the uniform and the random candidates.
+    ``per_level`` counts the uniform and the random candidates; ``channel_draws`` more per level
+    keep the uniform model's channel counts with the kept channels drawn at random instead of the
+    largest L1 norms (binary encoding), to tell how much the choice of channels matters.
     """
     genomes, level_of, kinds = [], [], []
     n_groups = len(space.group_slices)
@@ -87,6 +106,11 @@ def matched_candidates(space, levels, per_level, rng, sigma, tilts=()):
                     genomes.append(tilted_allocation(space, level, tilt))
                     level_of.append(level)
                     kinds.append(f"tilt {tilt:g}")
+                uniform = genomes[-1 - len(tilts)]
+                for _ in range(channel_draws):
+                    genomes.append(random_channels(space, uniform, rng))
+                    level_of.append(level)
+                    kinds.append("random channels")
     frame = pd.DataFrame({"level": level_of, "kind": kinds})
     frame["uniform"] = frame["kind"] == "uniform"
     frame["genome"] = genomes
@@ -107,29 +131,37 @@ def main(argv=None):
     parser.add_argument("--steps", nargs="*", type=int, default=[10, 50])
     parser.add_argument("--tilts", nargs="*", type=float, default=[],
                         help="matched mode: parameter-tilted allocations (moprune.operators.pruning.tilted_allocation)")
+    parser.add_argument("--channel-draws", type=int, default=0,
+                        help="matched mode, binary encoding: the uniform model's channel counts with random channels")
     parser.add_argument("--retrain-steps", nargs="*", type=int, default=[], help="short-retraining proxies")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.05, help="retraining learning rate (cosine decay)")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", default="recipe", choices=["recipe", "none"],
+                        help="retraining augmentation: the baseline recipe's (Fashion-MNIST: flip+crop) or none "
+                             "(as moprune.retrain and bench_peers.py retrain by default)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.channel_draws and args.encoding != "binary":
+        parser.error(f"--channel-draws needs --encoding binary (one bit per channel), got --encoding {args.encoding}")
     torch.set_num_threads(args.threads)
     start_all = time.perf_counter()
 
     splits = moprune.load_mnist() if args.data == "mnist" else moprune.load_fashion_mnist()
     model = moprune.pretrained(args.model, data=args.data, progress=False)
-    augment = baseline_recipe(args.model, args.data).get("augment")
+    augment = baseline_recipe(args.model, args.data).get("augment") if args.augment == "recipe" else None
     space = moprune.ChannelSpace(model, encoding=args.encoding)
     options = dict(n_samples=args.samples, num_threads=args.threads, train_data=splits.train, n_train_samples=5000,
                    seed=args.seed)
     if args.levels:
         chosen = matched_candidates(space, args.levels, args.per_level, np.random.default_rng(args.seed),
-                                    args.sigma, args.tilts)
-        where = (f"{args.per_level + len(args.tilts)} candidates at each MACs level {', '.join(f'{100 * x:g}%' for x in args.levels)} "
-                 f"(uniform, tilts {args.tilts}, random per-layer ratios)")
+                                    args.sigma, args.tilts, args.channel_draws)
+        where = (f"{args.per_level + len(args.tilts) + args.channel_draws} candidates at each MACs level "
+                 f"{', '.join(f'{100 * x:g}%' for x in args.levels)} (uniform, tilts {args.tilts}, "
+                 f"{args.channel_draws} random channel draws, random per-layer ratios)")
     else:
         problem = moprune.PruningProblem(space, moprune.Evaluator(splits.val, **options, finetune=None))
         frame = moprune.to_frame(moprune.search(problem, n_evals=args.evals, seed=args.seed))
@@ -158,12 +190,14 @@ def main(argv=None):
         name = f"retrain {steps} steps"
         proxies[name] = (np.array(values), (time.perf_counter() - start) / len(values))
         print(f"{name}: {proxies[name][1]:.2f} s per candidate", flush=True)
-    retrained = []
+    retrained, retrained_test = [], []
     for genome in chosen["genome"]:
         done = moprune.retrain((space, genome), data=splits, base_model=model, epochs=args.epochs, lr=args.lr,
                                seed=args.seed, augment=augment)
         retrained.append(done.val_accuracy)
+        retrained_test.append(done.test_accuracy)
     chosen["retrained"] = retrained = np.array(retrained)
+    chosen["retrained_test"] = np.array(retrained_test)  # reported only for the final pick of each level
 
     lines = [f"# bench_proxy {args}", f"# {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"moprune {moprune.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, "
@@ -186,16 +220,24 @@ def main(argv=None):
                 detail.append(f"{100 * level:g}%: {100 * pick:.2f}/{100 * uniform:.2f}/{100 * group['retrained'].max():.2f}")
             lines.append(f"{name:24s} {np.nanmean(within):20.3f} {100 * np.mean(picks):17.2f} {seconds:16.3f}   "
                          + "; ".join(detail))
-        if args.tilts:  # what each kind of allocation retrains to, level by level
+        if args.tilts or args.channel_draws:  # what each kind of allocation retrains to, level by level
             lines += ["", "retrained validation % by allocation (per level; random: best / mean of them)"]
             for kind, group in chosen.groupby("kind", sort=False):
                 per = group.groupby("level")["retrained"]
                 cells = [f"{100 * lv:g}%: {100 * per.max()[lv]:.2f}" + (f"/{100 * per.mean()[lv]:.2f}"
-                                                                         if kind == "random" else "")
+                                                                         if kind.startswith("random") else "")
                          for lv in per.max().index]
                 gain = (group.groupby("level")["retrained"].mean()
                         - chosen[chosen["uniform"]].set_index("level")["retrained"]).mean()
                 lines.append(f"{kind:10s} " + "; ".join(cells) + f"   mean gain over uniform {100 * gain:+.2f} points")
+        lines += ["", "the allocation chosen by retrained validation accuracy (an oracle that retrains every candidate) "
+                  "against the uniform one, test split"]
+        for level, group in chosen.groupby("level"):
+            best, uniform = group.loc[group["retrained"].idxmax()], group[group["uniform"]].iloc[0]
+            lines.append(f"{100 * level:g}%: best {best['kind']} at {100 * best['macs_ratio']:.2f}% MACs "
+                         f"(ratios {' '.join(f'{r:.2f}' for r in space.group_ratios(best['genome'][None, :])[0])}): "
+                         f"test {100 * best['retrained_test']:.2f}%; uniform at {100 * uniform['macs_ratio']:.2f}%: "
+                         f"test {100 * uniform['retrained_test']:.2f}%; gain {100 * (best['retrained_test'] - uniform['retrained_test']):+.2f} points")
     else:
         lines.append(f"{'proxy':28s} {'Spearman vs retrained':>22s} {'s per candidate':>16s}")
         for name, (values, seconds) in proxies.items():
