@@ -26,6 +26,7 @@ import torch
 from bench_peers import uniform_at_most  # a sibling script: the largest uniform model at or below a target
 
 import moprune
+from moprune.io import atomic_path
 from moprune.models.baselines import baseline_recipe
 
 
@@ -82,13 +83,11 @@ def main(argv=None):
                      f"{100 * group['val_accuracy'].mean():13.2f} {vs:>16s}")
     text = "\n".join(lines)
     print(text)
-    if args.out:
-        with open(args.out + ".tmp", "w") as f:
+    if args.out:  # the table, then every retrained model (written whole or not at all)
+        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(args.out + ".tmp", args.out)
-        csv = os.path.splitext(args.out)[0] + ".csv"
-        frame.to_csv(csv + ".tmp", index=False)
-        os.replace(csv + ".tmp", csv)
+        with atomic_path(os.path.splitext(args.out)[0] + ".csv") as tmp:
+            frame.to_csv(tmp, index=False)
 
 
 if __name__ == "__main__":
