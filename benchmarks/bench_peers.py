@@ -247,8 +247,9 @@ def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, op
     problem = make_problem(clock, image_seed)
     _ = problem.base_accuracy  # measured before the clock starts, as search() does
     clock[0] = now()
+    result = None
     if method == "moprune":
-        moprune.search(problem, n_evals=n_evals, seed=seed, **(options or {}))
+        result = moprune.search(problem, n_evals=n_evals, seed=seed, **(options or {}))
     elif method == "moprune-notilt":  # the default without its first population's tilted twins (ablation)
         moprune.search(problem, n_evals=n_evals, seed=seed, **{**(options or {}), "tilt_fraction": 0.0})
     elif method == "moprune-noscreen":  # the default measuring every candidate in full (ablation)
@@ -270,7 +271,7 @@ def run_method(method, make_problem, space, n_evals, seed, encoding, n_sweep, op
     archive = problem.archive
     points = np.array([[1.0 - e.accuracy if np.isfinite(e.accuracy) else 1.0, e.macs_ratio] for e in archive])
     return {"points": points, "stamps": np.asarray(problem.evaluator.stamps), "wall": wall,
-            "base_accuracy": problem.base_accuracy, "archive": archive}
+            "base_accuracy": problem.base_accuracy, "archive": archive, "result": result}
 
 
 def fastest(repeats):
@@ -384,17 +385,65 @@ def uniform_at_most(space, target):
                            accuracy=float("nan"))
 
 
+def archive_frame(archive):
+    """The columns of :func:`moprune.to_frame` that :func:`moprune.race.race_contenders` reads, from an archive."""
+    return pd.DataFrame({"macs_ratio": [e.macs_ratio for e in archive], "accuracy": [e.accuracy for e in archive],
+                         "genome": [np.asarray(e.genome) for e in archive],
+                         "screened": [bool(getattr(e, "screened", False)) for e in archive],
+                         "error_message": [e.error for e in archive], "plan_key": [e.plan_key for e in archive]})
+
+
+def race_pick(space, pick, archive, race, splits, epochs, lr, seed, retrain):
+    """The model ``retrain_front(..., race=race)`` delivers for front point ``pick`` (its race, then its uniform twin).
+
+    As :func:`moprune.retrain_front` does for each point: ``race`` contenders of the pick's size
+    (no larger than its uniform twin at the nearest MACs) are raced by successive halving, the
+    winner is retrained with the full budget and kept unless its uniform twin retrains better on
+    validation. ``retrain(genome)`` retrains one genome (cached by the caller).
+
+    Returns:
+        ``(genome, source, retrained)``: the delivered model, where it came from and its
+        :class:`moprune.RetrainResult`.
+    """
+    from moprune.race import race_contenders, successive_halving
+
+    twin_genome = uniform_genome(space, float(pick.macs_ratio))
+    twin_macs = float(space.cost(twin_genome[None, :])["macs_ratio"][0])
+    contenders = race_contenders(space, np.asarray(pick.genome), race, history=archive_frame(archive), seed=seed,
+                                 macs_ratio=min(float(pick.macs_ratio), twin_macs))
+    budget = epochs * -(-len(splits.train) // 128)
+    winner, _ = successive_halving(space, contenders, data=splits, budget_steps=budget, seed=seed, lr=lr)
+    source, genome = contenders[winner]
+    done, twin = retrain(genome), retrain(twin_genome)
+    if twin.val_accuracy > done.val_accuracy:
+        return twin_genome, "uniform", twin
+    return genome, source, done
+
+
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
-                     methods=("moprune",), twins=False, rule="accuracy"):
+                     methods=("moprune",), twins=False, rule="accuracy", race=0, within=0):
     """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs.
 
     The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
     uniform model at or below the target (a grid of 400 keep ratios), and each search's pick is
     then its candidate at or below that model's MACs chosen by ``rule`` (:func:`target_pick`):
-    never larger than the model it is compared with.
+    never larger than the model it is compared with. With ``race >= 2``, also what the user flow
+    delivers for that pick (``<method>+race<N>`` rows, :func:`race_pick`), against the same
+    uniform model; with ``within >= 2``, what :func:`moprune.retrain_within` delivers within the
+    uniform model's MACs (``<method>+within<N>`` rows: a race at the budget's size, searches
+    that return a :class:`moprune.SearchResult` only).
     """
     rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
     uniform_archive = runs["uniform"]["archive"] if "uniform" in runs else None
+
+    def retrain(genome):
+        key = space.decode(np.asarray(genome)).key
+        if key not in done_by_key:
+            torch.manual_seed(seed)
+            done_by_key[key] = moprune.retrain((space, genome), data=splits, base_model=model,
+                                               epochs=epochs, lr=lr, seed=seed)
+        return done_by_key[key]
+
     for target in targets:
         twin = uniform_at_most(space, target) if twins else None
         for method in methods:
@@ -406,18 +455,29 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
                 uni = twin
             else:
                 uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
-            for name, entry in ((method, pick), (f"uniform (vs {method})", uni)):
-                key = space.decode(np.asarray(entry.genome)).key
-                if key not in done_by_key:
-                    torch.manual_seed(seed)
-                    done_by_key[key] = moprune.retrain((space, entry.genome), data=splits, base_model=model,
-                                                       epochs=epochs, lr=lr, seed=seed)
-                done = done_by_key[key]
+            entries = [(method, pick, None), (f"uniform (vs {method})", uni, None)]
+            if race >= 2:
+                genome, source, _ = race_pick(space, pick, runs[method]["archive"], race, splits, epochs, lr,
+                                                 seed, retrain)
+                raced = SimpleNamespace(genome=genome, accuracy=float("nan"),
+                                        macs_ratio=float(space.cost(genome[None, :])["macs_ratio"][0]))
+                entries += [(f"{method}+race{race}", raced, source), (f"uniform (vs {method}+race{race})", uni, None)]
+            if within >= 2 and runs[method].get("result") is not None:
+                best = moprune.retrain_within(runs[method]["result"], limit, data=splits, base_model=model, race=within,
+                                              epochs=epochs, lr=lr, seed=seed)
+                genome = np.asarray(best["genome"])
+                done_by_key.setdefault(space.decode(genome).key, SimpleNamespace(
+                    test_accuracy=best["test_accuracy"], val_accuracy=best["accuracy"]))
+                kept = SimpleNamespace(genome=genome, accuracy=float("nan"), macs_ratio=float(best["macs_ratio"]))
+                entries += [(f"{method}+within{within}", kept, best["source"]),
+                            (f"uniform (vs {method}+within{within})", uni, None)]
+            for name, entry, source in entries:
+                done = retrain(entry.genome)
                 rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
                              "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
-                             "test_accuracy": done.test_accuracy})
-                print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs: test "
-                      f"{100 * done.test_accuracy:.2f}%", flush=True)
+                             "source": source, "val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy})
+                print(f"  retrained {name:8s} at {100 * entry.macs_ratio:5.2f}% MACs{f' ({source})' if source else ''}: "
+                      f"test {100 * done.test_accuracy:.2f}%", flush=True)
     return rows
 
 
@@ -477,6 +537,11 @@ def main(argv=None):
     parser.add_argument("--retrain-pick", choices=["accuracy", "largest"], default="accuracy",
                         help="each search's pick at or below the target: its most accurate candidate (default) "
                              "or its largest (nearly equal MACs with --retrain-twins)")
+    parser.add_argument("--retrain-race", type=int, default=0, metavar="N",
+                        help="also retrain what retrain_front(..., race=N) delivers for each pick (N >= 2 contenders)")
+    parser.add_argument("--retrain-within", type=int, default=0, metavar="N",
+                        help="also retrain what moprune.retrain_within(result, target, race=N) delivers (the default "
+                             "search's run; the target is the uniform model's MACs with --retrain-twins)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -494,6 +559,10 @@ def main(argv=None):
     rows, retrained, points = [], [], []
     if args.repeats < 1:
         parser.error(f"--repeats: a number of runs >= 1, got {args.repeats}")
+    if args.retrain_race == 1 or args.retrain_race < 0:
+        parser.error(f"--retrain-race: 0 (no race) or at least 2 contenders, got {args.retrain_race}")
+    if args.retrain_within == 1 or args.retrain_within < 0:
+        parser.error(f"--retrain-within: 0 (none) or at least 2 contenders, got {args.retrain_within}")
     warm_up(args.methods)
     header = (f"# bench_peers: {' '.join(sys.argv[1:])}\n# {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, torch {torch.__version__}, moprune {moprune.__version__}, "
@@ -541,7 +610,8 @@ def main(argv=None):
                     and ("uniform" in runs or args.retrain_twins)):
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
                                               args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods,
-                                              twins=args.retrain_twins, rule=args.retrain_pick)
+                                              twins=args.retrain_twins, rule=args.retrain_pick,
+                                              race=args.retrain_race, within=args.retrain_within)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),

@@ -35,6 +35,7 @@ _EXPORTS = {
     "compare": "moprune.results", "hypervolume": "moprune.results", "pareto_front": "moprune.results",
     "pick": "moprune.results", "to_frame": "moprune.results",
     "RetrainResult": "moprune.retraining", "retrain": "moprune.retraining", "retrain_front": "moprune.retraining",
+    "retrain_within": "moprune.race",
     "search": "moprune.searching",
     "ChannelSpace": "moprune.space", "Plan": "moprune.space", "Space": "moprune.space",
     "WeightSpace": "moprune.space", "LowRankSpace": "moprune.space", "LowRankChannelSpace": "moprune.space",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from moprune.logging import get_logger, set_verbosity
     from moprune.models import get_model, model_names, pretrained
     from moprune.problem import PruningProblem
+    from moprune.race import retrain_within
     from moprune.results import compare, hypervolume, pareto_front, pick, to_frame
     from moprune.retraining import RetrainResult, retrain, retrain_front
     from moprune.searching import search
@@ -110,6 +112,7 @@ __all__ = [
     "resolve_device",
     "retrain",
     "retrain_front",
+    "retrain_within",
     "search",
     "set_verbosity",
     "to_frame",

@@ -9,6 +9,7 @@ retraining budget. :func:`moprune.retrain_front` runs one per front point when a
 """
 
 import math
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -158,3 +159,114 @@ def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data:
         _log.info("race round %d (%d steps): kept %s", round_, steps, alive)
         round_ += 1
     return alive[0], pd.DataFrame(rows, columns=["contender", "source", "round", "steps", "val_accuracy"])
+
+
+def retrain_within(result, max_macs: float, *, data: Splits, base_model: torch.nn.Module, race: int = 8,
+                   epochs: int = 1, lr: float = 0.01, seed: int = 0, out_path: Optional[str] = None,
+                   device: Device = "auto", **fit_options: Any) -> pd.Series:
+    """The model that retrains best within a MACs budget: a race at the budget, then a final against uniform pruning.
+
+    Below a few percent of the MACs the search's accuracy before retraining is near chance on
+    some networks, so its most accurate candidate within a budget is often much smaller than the
+    budget allows, and retraining recovers little of what it lost in size. This races models of
+    the budget's own size (that of the largest uniform model within it): the search's most
+    accurate fully measured candidate within the budget, parameter-tilted allocations, the
+    search's most accurate candidates just below the budget and random allocations around uniform
+    (:func:`race_contenders`), by successive halving (:func:`successive_halving`). The survivor is
+    retrained with the full budget, and so is the largest uniform model within the budget; the
+    one with the higher *validation* accuracy is kept, so the model returned is never behind
+    uniform pruning of its size on validation. About ``3 + log2(race)`` retrainings.
+
+    Args:
+        result: A :class:`moprune.SearchResult` that carries its space (any search over it; one
+            run with ``search(..., max_macs=...)`` spends its whole budget within it).
+        max_macs: The budget, a fraction of the base model's MACs in (0, 1].
+        data: A :class:`moprune.data.Splits`; the pick reads validation only, test is reported.
+        base_model: The unpruned model (reference for the ratios and the drops).
+        race: Contenders raced, at least 2.
+        epochs: Retraining epochs of the finalists (the race's rounds cost about one each).
+        lr: Initial learning rate of every retraining (cosine decay).
+        seed: Seed of every retraining and of the random contenders.
+        out_path: Export the kept model there (``.pt``; ``None``: no file).
+        device: Where to retrain.
+        **fit_options: Other :func:`moprune.retrain` options (``batch_size``, ``augment``, ...).
+
+    Returns:
+        One row, with the fields of a :func:`moprune.retrain_front` row: ``accuracy`` /
+        ``accuracy_drop`` / ``accuracy_drop_se`` (retrained, full validation split),
+        ``test_accuracy`` / ``test_drop``, ``macs_ratio``, ``params_ratio``, ``genome``, ``path``,
+        ``source`` (``"uniform"`` or the finalist's: ``"search"``, ``"params_tilt"``,
+        ``"search_neighbor"``, ``"random"``), ``finalist_source``, ``finalist_accuracy``,
+        ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio``, ``race_contenders``
+        and ``eval`` (the search candidate raced first; ``None`` when none fits the budget);
+        ``attrs["race_rounds"]`` lists every short retraining.
+
+    Raises:
+        MopruneValueError: an invalid argument, or a budget below the smallest uniform model.
+    """
+    from moprune.algorithms.focused import _largest_uniform_macs
+    from moprune.archive import SearchResult
+    from moprune.exceptions import invalid_value
+    from moprune.exporting import export
+    from moprune.operators.pruning import uniform_genome
+    from moprune.results import to_frame
+    from moprune.retraining import _measure_base, drop_standard_error, retrain
+
+    if not isinstance(result, SearchResult) or result.space is None:
+        raise invalid_value("result", "a moprune SearchResult that carries its space", type(result).__name__)
+    if not isinstance(data, Splits):
+        raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
+    if not isinstance(base_model, torch.nn.Module):
+        raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
+    max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
+    race = check_int("race", race, low=2)
+    epochs = check_int("epochs", epochs, low=1)
+    seed = check_seed(seed)
+    space = result.space
+    twin_genome = uniform_genome(space, _largest_uniform_macs(space, {"macs_ratio": max_macs}))
+    size = float(space.cost(twin_genome[None, :])["macs_ratio"][0])
+    history = to_frame(result)
+    measured = history["error_message"].isna() & ~history["screened"].astype(bool) & (history["macs_ratio"] <= size)
+    within = history[measured]
+    first = int(within["accuracy"].idxmax()) if len(within) else None
+    genome = np.asarray(within.loc[first, "genome"]) if first is not None else twin_genome
+    contenders = race_contenders(space, genome, race, history=history, macs_ratio=size, seed=seed)
+    device = resolve_device(device)
+    options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
+    budget = fit_options.get("max_steps") or epochs * math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
+    winner, rounds = successive_halving(space, contenders, data=data, budget_steps=budget, seed=seed, device=device,
+                                        lr=lr, **options)
+    finalist_source, finalist_genome = contenders[winner]
+    base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)
+
+    def retrain_genome(g):
+        return retrain((space, g), data=data, base_model=base_model, epochs=epochs, lr=lr, seed=seed, device=device,
+                       _base=base, **fit_options)
+
+    finalist = retrain_genome(finalist_genome)
+    twin = finalist if np.array_equal(finalist_genome, twin_genome) else retrain_genome(twin_genome)
+    done, kept, source = finalist, finalist_genome, finalist_source
+    if twin.val_accuracy > finalist.val_accuracy:
+        done, kept, source = twin, twin_genome, "uniform"
+    path = None
+    if out_path is not None:
+        path = os.fspath(out_path)
+        export(done.model, path, meta={"val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy,
+                                       "macs_ratio": done.macs_ratio, "source": source})
+    row = pd.Series({
+        "eval": first, "accuracy": done.val_accuracy, "error": 1.0 - done.val_accuracy,
+        "accuracy_drop": 100.0 * (done.base_val_accuracy - done.val_accuracy),
+        "accuracy_drop_se": drop_standard_error(base[4], done.val_correct),
+        "test_accuracy": done.test_accuracy, "test_drop": 100.0 * (done.base_test_accuracy - done.test_accuracy),
+        "macs": done.macs, "macs_ratio": done.macs_ratio, "params": done.params, "params_ratio": done.params_ratio,
+        "epochs": epochs, "genome": kept, "path": path, "source": source, "finalist_source": finalist_source,
+        "finalist_accuracy": finalist.val_accuracy, "finalist_test_accuracy": finalist.test_accuracy,
+        "uniform_accuracy": twin.val_accuracy, "uniform_test_accuracy": twin.test_accuracy,
+        "uniform_macs_ratio": twin.macs_ratio, "race_contenders": len(contenders),
+    })
+    row.attrs.update({"race_rounds": rounds.to_dict("records"), "base_val_accuracy": base[2],
+                      "base_test_accuracy": base[3], "max_macs": max_macs})
+    _log.info("within %.2f%% MACs: %s kept at %.2f%%, val %.2f%% (uniform %.2f%%), test %.2f%%", 100 * max_macs,
+              source, 100 * done.macs_ratio, 100 * done.val_accuracy, 100 * twin.val_accuracy,
+              100 * done.test_accuracy)
+    return row

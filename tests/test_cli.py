@@ -212,6 +212,33 @@ def test_retrain_front_writes_the_retrained_front(run_a):
 
 
 @pytest.mark.slow
+def test_retrain_within_keeps_the_better_of_the_race_winner_and_uniform_pruning_within_the_budget(run_a, tmp_path):
+    out, _ = run_a
+    target = tmp_path / "within.pt"
+    proc = run_cli("retrain", out, "--within", "0.3", "--race", "2", "--epochs", "1", "--train-samples", "1000",
+                   "--output", target, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    from moprune.exporting import load_meta
+
+    meta = load_meta(target)
+    assert meta["macs_ratio"] <= 0.3 and meta["source"] in {"search", "params_tilt", "search_neighbor", "random",
+                                                             "uniform"}
+    winner = float(re.search(r"race winner \(\w+\): validation ([\d.]+)%", proc.stdout).group(1))
+    uniform = float(re.search(r"uniform pruning: +validation ([\d.]+)%", proc.stdout).group(1))
+    kept = float(re.search(r"kept the \w+ model: [\d.]+% of the MACs, [\d.]+% of the parameters, validation "
+                           r"([\d.]+)%", proc.stdout).group(1))
+    assert kept == max(winner, uniform) and (meta["source"] == "uniform") == (uniform > winner)
+    assert abs(100 * meta["val_accuracy"] - kept) < 0.006
+    proc = run_cli("retrain", out, "--within", "0.3", "--front", "2", "--quiet")
+    assert proc.returncode == 2 and "--within" in proc.stderr and "--front" in proc.stderr
+    proc = run_cli("retrain", out, "--within", "1.5", "--quiet")
+    assert proc.returncode == 2 and "--within" in proc.stderr and "1.5" in proc.stderr
+    proc = run_cli("retrain", out, "--within", "0.0001", "--quiet", "--output", tmp_path / "none.pt")
+    assert proc.returncode == 2 and "--within" in proc.stderr and "smallest uniform" in proc.stderr
+    assert not (tmp_path / "none.pt").exists()
+
+
+@pytest.mark.slow
 def test_export_writes_the_picked_model_and_onnx(run_a, tmp_path):
     out, _ = run_a
     target = tmp_path / "m.pt"

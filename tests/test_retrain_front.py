@@ -278,3 +278,41 @@ def test_retrain_front_race_keeps_the_better_of_the_winner_and_the_uniform_twin(
         assert abs((point_rounds["steps"]).sum() - 2 * budget) <= 4
     with pytest.raises(MopruneValueError, match="race"):
         retrain_front(result, race=1, **options)
+
+
+@pytest.mark.slow
+def test_retrain_within_races_at_the_budget_and_never_keeps_a_model_above_it(searched, tmp_path):
+    from moprune.operators.pruning import uniform_costs
+
+    data, model, result = searched
+    _, cost = uniform_costs(result.space)
+    uniform_macs = np.sort(np.asarray(cost["macs_ratio"], dtype=float))
+    budget = float(uniform_macs[len(uniform_macs) // 3]) * 1.01  # between two uniform models
+    row = moprune.retrain_within(result, budget, data=data, base_model=model, race=4, epochs=1, batch_size=64,
+                                 out_path=str(tmp_path / "kept.pt"))
+    largest = float(uniform_macs[uniform_macs <= budget].max())
+    assert row["uniform_macs_ratio"] == pytest.approx(largest, rel=1e-6)  # the largest uniform model within it
+    assert row["macs_ratio"] <= budget
+    assert row["race_contenders"] == 4
+    assert row["accuracy"] == pytest.approx(max(row["finalist_accuracy"], row["uniform_accuracy"]))
+    assert (row["source"] == "uniform") == (row["uniform_accuracy"] > row["finalist_accuracy"])
+    frame = moprune.to_frame(result)
+    fits = frame[(frame["macs_ratio"] <= largest) & ~frame["screened"].astype(bool)]
+    assert row["eval"] == fits["accuracy"].idxmax()  # the search's most accurate candidate within it races first
+    rounds = pd.DataFrame(row.attrs["race_rounds"])
+    assert list(rounds.groupby("round")["contender"].count()) == [4, 2]
+    loaded = moprune.load(row["path"])
+    rebuilt = result.space.materialize(row["genome"])
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
+    again = moprune.retrain_within(result, budget, data=data, base_model=model, race=4, epochs=1, batch_size=64)
+    assert again["accuracy"] == row["accuracy"] and np.array_equal(again["genome"], row["genome"])  # seeded
+
+
+def test_retrain_within_refuses_a_budget_below_every_uniform_model(searched):
+    data, model, result = searched
+    with pytest.raises(MopruneValueError, match="max_macs"):
+        moprune.retrain_within(result, 1e-6, data=data, base_model=model)
+    with pytest.raises(MopruneValueError, match="race"):
+        moprune.retrain_within(result, 0.5, data=data, base_model=model, race=1)
+    with pytest.raises(MopruneValueError, match="max_macs"):
+        moprune.retrain_within(result, 1.5, data=data, base_model=model)

@@ -181,6 +181,10 @@ def build_parser():
                    help="with --front: race K contenders of each point's size by short retrainings (successive "
                         "halving), then the winner against the uniform twin at the full budget (about 2 + log2 K "
                         "retrainings per point; implies --uniform-twins)")
+    p.add_argument("--within", type=float, default=None, metavar="MACS",
+                   help="instead: the model that retrains best within this MACs ratio (e.g. 0.05): a race of --race "
+                        "models (default 8) of the budget's size, then the winner against uniform pruning "
+                        "(writes RUN/retrained_within.pt or --output)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

@@ -483,8 +483,61 @@ def _check_device(args):
     resolve_device(args.device, "--device")
 
 
+def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, train_samples=None, output=None,
+                          quiet=False, device="auto"):
+    """Race for the best model of run ``path`` within ``max_macs`` (:func:`moprune.retrain_within`); print and export it.
+
+    Returns:
+        The row :func:`moprune.retrain_within` returns.
+    """
+    import torch
+
+    from moprune.data import Splits, subset
+    from moprune.operators.pruning import uniform_costs
+    from moprune.race import retrain_within
+    from moprune.runs import load_result
+    from moprune.validation import check_int, check_real
+
+    max_macs = check_real("--within", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
+    race = check_int("--race", race, low=2)
+    if train_samples is not None and train_samples < 1:
+        raise invalid_value("--train-samples", "an int >= 1", train_samples)
+    output = output or os.path.join(path, "retrained_within.pt")
+    check_output_file(output, "--output")
+    config, data, model, space = _rebuild(path, progress=not quiet)
+    smallest = float(min(uniform_costs(space)[1]["macs_ratio"]))
+    if max_macs < smallest:
+        raise invalid_value("--within", f"a MACs ratio at least the smallest uniform model's ({smallest:.4f})", max_macs)
+    result = load_result(path, space=space)
+    if train_samples is not None:
+        data = Splits(subset(data.train, min(train_samples, len(data.train)),
+                             generator=torch.Generator().manual_seed(seed)), data.val, data.test)
+    row = retrain_within(result, max_macs, data=data, base_model=model, race=race, epochs=epochs, lr=lr, seed=seed,
+                         out_path=output, device=device)
+    print(f"raced {int(row['race_contenders'])} models of {100 * row['uniform_macs_ratio']:.2f}% of the MACs "
+          f"(the largest uniform model within {100 * max_macs:g}%), {epochs} epoch(s) for the finalists on "
+          f"{len(data.train):,} images (base model: validation {100 * row.attrs['base_val_accuracy']:.2f}%, "
+          f"test {100 * row.attrs['base_test_accuracy']:.2f}%):")
+    print(f"  race winner ({row['finalist_source']}): validation {100 * row['finalist_accuracy']:.2f}%, "
+          f"test {100 * row['finalist_test_accuracy']:.2f}%")
+    print(f"  uniform pruning:  validation {100 * row['uniform_accuracy']:.2f}%, "
+          f"test {100 * row['uniform_test_accuracy']:.2f}%")
+    print(f"kept the {row['source']} model: {100 * row['macs_ratio']:.2f}% of the MACs, "
+          f"{100 * row['params_ratio']:.2f}% of the parameters, validation {100 * row['accuracy']:.2f}%, "
+          f"test {100 * row['test_accuracy']:.2f}%; exported to {output}")
+    return row
+
+
 def cmd_retrain(args):
     _check_device(args)
+    if getattr(args, "within", None) is not None:
+        if args.front is not None:
+            raise invalid_value("--within", "no --front beside it (one model within a budget, or N front points)",
+                                args.within)
+        retrain_within_of_run(args.run, max_macs=args.within, race=args.race or 8, epochs=args.epochs, lr=args.lr,
+                              seed=args.seed, train_samples=args.train_samples, output=args.output,
+                              quiet=args.quiet, device=args.device)
+        return 0
     if getattr(args, "front", None) is not None:
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
                              min_macs=args.min_macs, max_macs=args.max_macs, train_samples=args.train_samples,
