@@ -10,7 +10,7 @@ retraining budget. :func:`moprune.retrain_front` runs one per front point when a
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ from moprune.devices import Device, resolve_device
 from moprune.logging import get_logger
 from moprune.train import evaluate, fit, zeros_kept
 from moprune.validation import check_int, check_real, check_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from moprune.archive import SearchResult
 
 _log = get_logger(__name__)
 
@@ -161,7 +164,7 @@ def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data:
     return alive[0], pd.DataFrame(rows, columns=["contender", "source", "round", "steps", "val_accuracy"])
 
 
-def retrain_within(result, max_macs: float, *, data: Splits, base_model: torch.nn.Module, race: int = 8,
+def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, base_model: torch.nn.Module, race: int = 8,
                    epochs: int = 1, lr: float = 0.01, seed: int = 0, out_path: Optional[str] = None,
                    device: Device = "auto", **fit_options: Any) -> pd.Series:
     """The model that retrains best within a MACs budget: a race at the budget, then a final against uniform pruning.
