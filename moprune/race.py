@@ -36,7 +36,8 @@ RACE_TILTS = (0.15, 0.3)
 
 def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.DataFrame] = None,
                     macs_ratio: Optional[float] = None, tolerance: float = 0.10, sigma: float = RACE_SIGMA,
-                    tilts: Sequence[float] = RACE_TILTS, seed: int = 0) -> List[Tuple[str, np.ndarray]]:
+                    tilts: Sequence[float] = RACE_TILTS, seed: int = 0,
+                    at_most: bool = False) -> List[Tuple[str, np.ndarray]]:
     """Up to ``n`` genomes of about the MACs of ``genome`` to race against each other.
 
     In this order: ``genome`` itself (``"search"``); parameter-tilted allocations of
@@ -58,6 +59,8 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
         sigma: Spread of the random allocations (log keep ratio), > 0.
         tilts: Tilts of the parameter-tilted contenders (``()``: none).
         seed: Seeds the random allocations.
+        at_most: The tilted and random allocations never exceed ``macs_ratio`` (a budget) where
+            an allocation at or below it exists; otherwise they are the nearest to it on either side.
 
     Returns:
         ``(source, genome)`` pairs, the front point first.
@@ -75,7 +78,7 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
     for tilt in tilts:
         if len(chosen) >= n:
             break
-        other = tilted_allocation(space, macs, tilt)
+        other = tilted_allocation(space, macs, tilt, at_most=at_most)
         if other.tobytes() not in seen_bytes:
             seen_bytes.add(other.tobytes())
             chosen.append(("params_tilt", other))
@@ -100,7 +103,7 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
     for _ in range(4 * n):  # a few draws may land on a genome taken already
         if len(chosen) >= n:
             break
-        other = allocation_genome(space, np.exp(rng.normal(0.0, sigma, n_groups)), macs)
+        other = allocation_genome(space, np.exp(rng.normal(0.0, sigma, n_groups)), macs, at_most=at_most)
         if other.tobytes() not in seen_bytes:
             seen_bytes.add(other.tobytes())
             chosen.append(("random", other))
@@ -233,7 +236,9 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     within = history[measured]
     first = int(within["accuracy"].idxmax()) if len(within) else None
     genome = np.asarray(within.loc[first, "genome"]) if first is not None else twin_genome
-    contenders = race_contenders(space, genome, race, history=history, macs_ratio=size, seed=seed)
+    contenders = race_contenders(space, genome, race, history=history, macs_ratio=size, seed=seed, at_most=True)
+    macs = np.asarray(space.cost(np.stack([g for _, g in contenders]))["macs_ratio"], dtype=float)
+    contenders = [c for c, m in zip(contenders, macs) if m <= max_macs * (1 + 1e-9)] or contenders[:1]
     device = resolve_device(device)
     options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
     budget = fit_options.get("max_steps") or epochs * math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))

@@ -179,6 +179,27 @@ def test_allocation_genome_shares_the_budget_as_asked_at_the_target_macs(searche
         allocation_genome(space, np.zeros(n_groups), 0.1)
 
 
+def test_allocations_at_most_a_budget_never_exceed_it(searched):
+    from moprune.operators.pruning import allocation_genome, tilted_allocation
+    from moprune.race import race_contenders
+
+    space = moprune.ChannelSpace(searched[1], encoding="binary")
+    rng = np.random.default_rng(0)
+    over = 0
+    for target in np.geomspace(0.1, 0.6, 12):  # lenet5 keeps 5.3% of its MACs at the fewest channels
+        relative = np.exp(rng.normal(0.0, 0.5, len(space.group_slices)))
+        nearest = allocation_genome(space, relative, target)
+        capped = allocation_genome(space, relative, target, at_most=True)
+        tilted = tilted_allocation(space, target, 0.3, at_most=True)
+        macs = space.cost(np.stack([nearest, capped, tilted]))["macs_ratio"]
+        over += macs[0] > target
+        assert macs[1] <= target and macs[2] <= target
+        assert abs(np.log(macs[1] / target)) < 0.35  # still near the budget
+        contenders = race_contenders(space, capped, 6, macs_ratio=float(target), at_most=True, seed=int(target * 100))
+        assert (space.cost(np.stack([g for _, g in contenders]))["macs_ratio"] <= target).all()
+    assert over > 0  # without at_most, the nearest allocation is above the budget now and then
+
+
 def test_tilted_allocation_keeps_more_parameters_at_the_same_macs(searched):
     from moprune.operators.pruning import params_per_macs, tilted_allocation, uniform_genome
 

@@ -94,7 +94,7 @@ def uniform_genome(space, macs_ratio: float, n_grid: int = 400) -> np.ndarray:
     return genomes[int(np.argmin(np.abs(np.log(np.maximum(macs, 1e-12)) - np.log(macs_ratio))))]
 
 
-def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40) -> np.ndarray:
+def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40, at_most: bool = False) -> np.ndarray:
     """The genome keeping ``c * relative[g]`` of every group ``g`` whose MACs are nearest ``macs_ratio``.
 
     ``relative`` says how the groups share the budget (all ones: the uniform model); the common
@@ -106,6 +106,8 @@ def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40) -> 
         relative: Positive per-group weights, one per group.
         macs_ratio: Target MACs, a fraction of the base model's, in (0, 1].
         n_steps: Bisection steps.
+        at_most: Nearest among the genomes of at most ``macs_ratio`` (a budget), when the
+            bisection meets one; otherwise nearest on either side.
 
     Returns:
         The repaired genome.
@@ -118,6 +120,7 @@ def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40) -> 
     repair = space.repair()
     low, high = 0.0, 1.0 / max(float(relative.min()), 1e-6)
     best, best_gap = None, np.inf
+    below, below_gap = None, np.inf
     for _ in range(n_steps):  # MACs grow with c
         c = (low + high) / 2
         genome = repair._do(None, space.genomes_from_ratios(np.clip(c * relative, 0.01, 1.0)[None, :]))[0]
@@ -125,8 +128,10 @@ def allocation_genome(space, relative, macs_ratio: float, n_steps: int = 40) -> 
         gap = abs(np.log(max(macs, 1e-12) / macs_ratio))
         if gap < best_gap:
             best, best_gap = genome, gap
+        if macs <= macs_ratio and gap < below_gap:
+            below, below_gap = genome, gap
         low, high = (c, high) if macs < macs_ratio else (low, c)
-    return best
+    return below if at_most and below is not None else best
 
 
 def params_per_macs(space, macs_ratio: float, step: float = 0.1) -> np.ndarray:
@@ -161,7 +166,7 @@ def params_per_macs(space, macs_ratio: float, step: float = 0.1) -> np.ndarray:
     return np.where(finite, out, fill)
 
 
-def tilted_allocation(space, macs_ratio: float, tilt: float) -> np.ndarray:
+def tilted_allocation(space, macs_ratio: float, tilt: float, at_most: bool = False) -> np.ndarray:
     """The genome of ``macs_ratio`` whose groups keep ratios ``c * params_per_macs ** tilt``.
 
     ``tilt = 0`` is (about) the uniform model; positive tilts move the budget from groups that
@@ -172,12 +177,13 @@ def tilted_allocation(space, macs_ratio: float, tilt: float) -> np.ndarray:
         space: A :class:`moprune.space.Space` with ``genomes_from_ratios`` and ``group_ratios``.
         macs_ratio: Target MACs, a fraction of the base model's, in (0, 1].
         tilt: Exponent of the per-group weights (0: uniform; 0.1-0.3: a mild shift).
+        at_most: Never above ``macs_ratio`` when a genome at or below it exists (see :func:`allocation_genome`).
 
     Returns:
         The repaired genome (see :func:`allocation_genome`).
     """
     tilt = check_real("tilt", tilt, low=-2.0, high=2.0)
-    return allocation_genome(space, params_per_macs(space, macs_ratio) ** tilt, macs_ratio)
+    return allocation_genome(space, params_per_macs(space, macs_ratio) ** tilt, macs_ratio, at_most=at_most)
 
 
 def uniform_sweep(space, n_points, *, min_macs=0.01, max_macs=0.9, n_grid=400):
