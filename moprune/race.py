@@ -175,13 +175,13 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     Below a few percent of the MACs the search's accuracy before retraining is near chance on
     some networks, so its most accurate candidate within a budget is often much smaller than the
     budget allows, and retraining recovers little of what it lost in size. This races models of
-    the budget's own size (that of the largest uniform model within it): the search's most
+    the budget's own size (that of the largest uniform model within it, never above it): the search's most
     accurate fully measured candidate within the budget, parameter-tilted allocations, the
     search's most accurate candidates just below the budget and random allocations around uniform
     (:func:`race_contenders`), by successive halving (:func:`successive_halving`). The survivor is
     retrained with the full budget, and so is the largest uniform model within the budget; the
     one with the higher *validation* accuracy is kept, so the model returned is never behind
-    uniform pruning of its size on validation. About ``3 + log2(race)`` retrainings.
+    uniform pruning of its size on validation. About ``2 + log2(race)`` retrainings.
 
     Args:
         result: A :class:`moprune.SearchResult` that carries its space (any search over it; one
