@@ -211,19 +211,12 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         MopruneValueError: an invalid argument, or a budget below the smallest uniform model.
     """
     from moprune.algorithms.focused import _largest_uniform_macs
-    from moprune.archive import SearchResult
-    from moprune.exceptions import invalid_value
     from moprune.exporting import export
     from moprune.operators.pruning import uniform_genome
     from moprune.results import to_frame
-    from moprune.retraining import _measure_base, drop_standard_error, retrain
+    from moprune.retraining import _measure_base, check_retraining_inputs, drop_standard_error, retrain
 
-    if not isinstance(result, SearchResult) or result.space is None:
-        raise invalid_value("result", "a moprune SearchResult that carries its space", type(result).__name__)
-    if not isinstance(data, Splits):
-        raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
-    if not isinstance(base_model, torch.nn.Module):
-        raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
+    check_retraining_inputs(result, data, base_model)
     max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
     race = check_int("race", race, low=2)
     epochs = check_int("epochs", epochs, low=1)

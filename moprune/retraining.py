@@ -273,6 +273,16 @@ def front_points(front, n_points):
     return front.iloc[sorted(set(chosen))].sort_values("macs_ratio")
 
 
+def check_retraining_inputs(result: SearchResult, data: Splits, base_model: nn.Module) -> None:
+    """Refuse, naming the argument, a result without its space, data that are not Splits or a base that is no module."""
+    if not isinstance(result, SearchResult) or result.space is None:
+        raise invalid_value("result", "a moprune SearchResult that carries its space", type(result).__name__)
+    if not isinstance(data, Splits):
+        raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
+    if not isinstance(base_model, nn.Module):
+        raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
+
+
 def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn.Module], n_points: int = 8,
                   epochs: int = 1, lr: float = 0.01, distill_weight: float = 0.0, max_drop: Optional[float] = None,
                   max_macs: Optional[float] = None, min_macs: Optional[float] = None,
@@ -347,16 +357,10 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
     Raises:
         MopruneValueError: an invalid argument, or no front point left after the filters.
     """
-    from moprune.archive import SearchResult
     from moprune.exporting import export
     from moprune.results import pareto_front
 
-    if not isinstance(result, SearchResult) or result.space is None:
-        raise invalid_value("result", "a moprune SearchResult that carries its space", type(result).__name__)
-    if not isinstance(data, Splits):
-        raise invalid_value("data", "a moprune Splits (train, val, test)", type(data).__name__)
-    if not isinstance(base_model, nn.Module):
-        raise invalid_value("base_model", "the unpruned nn.Module", type(base_model).__name__)
+    check_retraining_inputs(result, data, base_model)
     max_drop = check_real("max_drop", max_drop, low=0, allow_none=True, unit="accuracy points")
     max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
     min_macs = check_real("min_macs", min_macs, low=0, high=1, low_open=True, allow_none=True, unit="MACs ratio")
