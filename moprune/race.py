@@ -5,7 +5,8 @@ The search ranks candidates by an accuracy measured before retraining; on some n
 fraction of channels in every layer. A race measures what the user ends with instead: several
 contenders of about the same MACs are retrained briefly, the better half is kept and retrained
 longer (successive halving), and the survivor meets the uniform model in a final at the full
-retraining budget. :func:`moprune.retrain_front` runs one per front point when asked (``race=``).
+retraining budget. :func:`moprune.retrain_front` runs one per front point when asked (``race=``);
+:func:`retrain_within` runs one at the size of a MACs budget.
 """
 
 import math
