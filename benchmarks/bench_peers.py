@@ -421,7 +421,7 @@ def race_pick(space, pick, archive, race, splits, epochs, lr, seed, retrain):
 
 
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
-                     methods=("moprune",), twins=False, rule="accuracy", race=0, within=0):
+                     methods=("moprune",), twins=False, rule="accuracy", race=0, within=0, decompose=0):
     """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs.
 
     The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
@@ -431,7 +431,8 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
     delivers for that pick (``<method>+race<N>`` rows, :func:`race_pick`), against the same
     uniform model; with ``within >= 2``, what :func:`moprune.retrain_within` delivers within the
     uniform model's MACs (``<method>+within<N>`` rows: a race at the budget's size, searches
-    that return a :class:`moprune.SearchResult` only).
+    that return a :class:`moprune.SearchResult` only; ``<method>+within<N>d<K>`` with ``decompose``:
+    K of the contenders channel-pruned and decomposed).
     """
     rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
     uniform_archive = runs["uniform"]["archive"] if "uniform" in runs else None
@@ -455,24 +456,26 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
                 uni = twin
             else:
                 uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
-            entries = [(method, pick, None), (f"uniform (vs {method})", uni, None)]
+            entries = [(method, pick, None, None), (f"uniform (vs {method})", uni, None, None)]
             if race >= 2:
                 genome, source, _ = race_pick(space, pick, runs[method]["archive"], race, splits, epochs, lr,
                                                  seed, retrain)
                 raced = SimpleNamespace(genome=genome, accuracy=float("nan"),
                                         macs_ratio=float(space.cost(genome[None, :])["macs_ratio"][0]))
-                entries += [(f"{method}+race{race}", raced, source), (f"uniform (vs {method}+race{race})", uni, None)]
+                entries += [(f"{method}+race{race}", raced, source, None),
+                            (f"uniform (vs {method}+race{race})", uni, None, None)]
             if within >= 2 and runs[method].get("result") is not None:
                 best = moprune.retrain_within(runs[method]["result"], limit, data=splits, base_model=model, race=within,
-                                              epochs=epochs, lr=lr, seed=seed)
+                                              decompose=decompose, epochs=epochs, lr=lr, seed=seed)
                 genome = np.asarray(best["genome"])
-                done_by_key.setdefault(space.decode(genome).key, SimpleNamespace(
-                    test_accuracy=best["test_accuracy"], val_accuracy=best["accuracy"]))
+                done = SimpleNamespace(test_accuracy=best["test_accuracy"], val_accuracy=best["accuracy"])
+                if best.attrs["space"] is space:
+                    done_by_key.setdefault(space.decode(genome).key, done)
                 kept = SimpleNamespace(genome=genome, accuracy=float("nan"), macs_ratio=float(best["macs_ratio"]))
-                entries += [(f"{method}+within{within}", kept, best["source"]),
-                            (f"uniform (vs {method}+within{within})", uni, None)]
-            for name, entry, source in entries:
-                done = retrain(entry.genome)
+                name = f"{method}+within{within}" + (f"d{decompose}" if decompose else "")
+                entries += [(name, kept, best["source"], done), (f"uniform (vs {name})", uni, None, None)]
+            for name, entry, source, done in entries:
+                done = done or retrain(entry.genome)
                 rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
                              "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
                              "source": source, "val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy})
@@ -542,6 +545,9 @@ def main(argv=None):
     parser.add_argument("--retrain-within", type=int, default=0, metavar="N",
                         help="also retrain what moprune.retrain_within(result, target, race=N) delivers (the default "
                              "search's run; the target is the uniform model's MACs with --retrain-twins)")
+    parser.add_argument("--retrain-decompose", type=int, default=0, metavar="K",
+                        help="with --retrain-within N: K of the N contenders are channel-pruned and decomposed "
+                             "models (retrain_within(..., decompose=K))")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -563,6 +569,9 @@ def main(argv=None):
         parser.error(f"--retrain-race: 0 (no race) or at least 2 contenders, got {args.retrain_race}")
     if args.retrain_within == 1 or args.retrain_within < 0:
         parser.error(f"--retrain-within: 0 (none) or at least 2 contenders, got {args.retrain_within}")
+    if args.retrain_decompose and not 0 < args.retrain_decompose < args.retrain_within:
+        parser.error(f"--retrain-decompose: fewer than --retrain-within's {args.retrain_within} contenders, "
+                     f"got {args.retrain_decompose}")
     warm_up(args.methods)
     header = (f"# bench_peers: {' '.join(sys.argv[1:])}\n# {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, torch {torch.__version__}, moprune {moprune.__version__}, "
@@ -611,7 +620,8 @@ def main(argv=None):
                 retrained += retrain_outcomes(model_name, encoding, model, space, runs, splits, args.targets,
                                               args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods,
                                               twins=args.retrain_twins, rule=args.retrain_pick,
-                                              race=args.retrain_race, within=args.retrain_within)
+                                              race=args.retrain_race, within=args.retrain_within,
+                                              decompose=args.retrain_decompose)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     report = [header, "", "## equal evaluations (means over seeds)", summarize(df, False).round(4).to_string(),

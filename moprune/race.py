@@ -34,6 +34,12 @@ RACE_SIGMA = 0.35
 RACE_TILTS = (0.15, 0.3)
 """Tilts of the parameter-tilted contenders (:func:`moprune.operators.pruning.tilted_allocation`)."""
 
+DECOMPOSE_DRAWS = 256
+"""Decomposed models measured before retraining, of which the most accurate join the race."""
+
+DECOMPOSE_MIN_FILL = 0.9
+"""A decomposed draw uses at least this share of the size it is drawn at (else it is drawn again)."""
+
 
 def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.DataFrame] = None,
                     macs_ratio: Optional[float] = None, tolerance: float = 0.10, sigma: float = RACE_SIGMA,
@@ -111,6 +117,80 @@ def race_contenders(space, genome: np.ndarray, n: int, *, history: Optional[pd.D
     return chosen
 
 
+def decomposed_contenders(base_model: torch.nn.Module, macs_ratio: float, n: int, *, data: Splits,
+                          draws: int = DECOMPOSE_DRAWS, sigma: float = 0.5, seed: int = 0, n_samples: int = 1000,
+                          device: Device = "auto") -> Tuple[Any, List[Tuple[str, np.ndarray]]]:
+    """The ``n`` most accurate of ``draws`` channel-pruned *and* decomposed models of a size.
+
+    Document 004's "D + Ps" (:class:`moprune.space.LowRankChannelSpace`): at a few percent of the
+    MACs, a model that keeps more channels and factorises its layers (truncated SVD, Tucker-2)
+    keeps far more of the base model's function than one that only prunes channels, and on
+    ``mnist_cnn`` it retrains better at equal MACs (the session-25 log of
+    ``docs/search_quality.md``). Each draw takes random rank levels and per-group channel
+    shares (log-normal, spread ``sigma``), then the largest common channel factor whose MACs stay
+    at or below ``macs_ratio`` (at least :data:`DECOMPOSE_MIN_FILL` of it). Draws are measured on
+    ``n_samples`` validation images without fine-tuning (BatchNorm statistics re-estimated on
+    training images where the model has BatchNorm).
+
+    Args:
+        base_model: The unpruned model (not modified).
+        macs_ratio: The size, a fraction of the base model's MACs in (0, 1].
+        n: Contenders returned (fewer when fewer distinct plans fit), at least 1.
+        data: A :class:`moprune.data.Splits` (validation and training images; test is not read).
+        draws: Models drawn and measured, at least ``n``.
+        sigma: Spread of the log channel shares, > 0.
+        seed: Seeds the draws and the validation images.
+        n_samples: Validation images each draw is measured on.
+        device: Where the draws are measured.
+
+    Returns:
+        ``(space, [("decomposed", genome), ...])``: the :class:`moprune.space.LowRankChannelSpace`
+        that rebuilds the genomes, and the contenders, most accurate first.
+    """
+    from moprune.evaluation import Evaluator
+    from moprune.space import LowRankChannelSpace
+
+    macs_ratio = check_real("macs_ratio", macs_ratio, low=0, high=1, low_open=True, unit="MACs ratio")
+    n = check_int("n", n, low=1)
+    draws = check_int("draws", draws, low=n)
+    sigma = check_real("sigma", sigma, low=0, low_open=True)
+    seed = check_seed(seed)
+    space = LowRankChannelSpace(base_model)
+    rng = np.random.default_rng(seed)
+    n_ch, levels = space.n_channel_genes, space.channel_levels
+    scales = np.geomspace(1.0 / levels, 1.0, 96)
+    genomes: List[np.ndarray] = []
+    for _ in range(20 * draws):  # some draws cannot reach the size: their ranks are too small
+        if len(genomes) >= draws:
+            break
+        ranks = rng.integers(space.xl[n_ch:], space.xu[n_ch:] + 1)
+        shares = np.exp(rng.normal(0.0, sigma, n_ch))
+        shares = shares / shares.max()
+        channel = np.clip(np.ceil(scales[:, None] * shares[None, :] * levels), 1, levels).astype(np.int64)
+        grid = np.concatenate([channel, np.broadcast_to(ranks, (len(scales), len(ranks)))], axis=1)
+        macs = np.asarray(space.cost(grid)["macs_ratio"], dtype=float)
+        fits = np.flatnonzero((macs <= macs_ratio * (1 + 1e-9)) & (macs >= DECOMPOSE_MIN_FILL * macs_ratio))
+        if len(fits):
+            genomes.append(grid[fits[np.argmax(macs[fits])]].copy())
+    if not genomes:
+        return space, []
+    evaluator = Evaluator(data.val, n_samples=n_samples, finetune=None, train_data=data.train,
+                          n_train_samples=min(5000, len(data.train)), confirm_samples=None, seed=seed, device=device)
+    records = evaluator.evaluate(space, np.stack(genomes))
+    order = sorted(range(len(genomes)), key=lambda i: (-(records[i].accuracy if records[i].error is None
+                                                          else -1.0), i))
+    chosen, keys = [], set()
+    for i in order:
+        if len(chosen) >= n or records[i].error is not None:
+            break
+        if records[i].plan_key not in keys:
+            keys.add(records[i].plan_key)
+            chosen.append(("decomposed", genomes[i]))
+    _log.info("decomposed draws at %.2f%% MACs: %d measured, best %.2f%% before retraining", 100 * macs_ratio,
+              len(genomes), 100 * max((r.accuracy for r in records if r.error is None), default=0.0))
+    return space, chosen
+
+
 def _short_retrain(space, genome, *, data, steps, seed, device, eval_batch_size, fit_options):
     """Validation accuracy of ``genome`` after ``steps`` retraining steps (the test split is not read)."""
     model = space.materialize(genome)
@@ -124,7 +204,7 @@ def _short_retrain(space, genome, *, data, steps, seed, device, eval_batch_size,
     return accuracy
 
 
-def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data: Splits, budget_steps: int,
+def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Splits, budget_steps: int,
                        seed: int = 0, device: Device = "auto", **fit_options: Any) -> Tuple[int, pd.DataFrame]:
     """Race ``contenders`` by short retrainings until one is left.
 
@@ -134,7 +214,9 @@ def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data:
 
     Args:
         space: The space that rebuilds each genome.
-        contenders: ``(source, genome)`` pairs (see :func:`race_contenders`).
+        contenders: ``(source, genome)`` pairs (see :func:`race_contenders`), or
+            ``(source, genome, space)`` for a contender of another space (see
+            :func:`decomposed_contenders`).
         data: A :class:`moprune.data.Splits`; the test split is not read.
         budget_steps: Optimizer steps of one full retraining.
         seed: Seed of every short retraining.
@@ -157,7 +239,8 @@ def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data:
         steps = max(1, int(budget_steps * 2 ** round_ / len(contenders)))
         scores = {}
         for i in alive:
-            scores[i] = _short_retrain(space, contenders[i][1], data=data, steps=steps, seed=seed, device=device,
+            own_space = contenders[i][2] if len(contenders[i]) > 2 else space
+            scores[i] = _short_retrain(own_space, contenders[i][1], data=data, steps=steps, seed=seed, device=device,
                                        eval_batch_size=eval_batch_size, fit_options=options)
             rows.append({"contender": i, "source": contenders[i][0], "round": round_, "steps": steps,
                          "val_accuracy": scores[i]})
@@ -169,8 +252,8 @@ def successive_halving(space, contenders: List[Tuple[str, np.ndarray]], *, data:
 
 
 def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, base_model: torch.nn.Module, race: int = 8,
-                   epochs: int = 1, lr: float = 0.01, seed: int = 0, out_path: Optional[str] = None,
-                   device: Device = "auto", **fit_options: Any) -> pd.Series:
+                   decompose: int = 0, epochs: int = 1, lr: float = 0.01, seed: int = 0,
+                   out_path: Optional[str] = None, device: Device = "auto", **fit_options: Any) -> pd.Series:
     """The model that retrains best within a MACs budget: a race at the budget, then a final against uniform pruning.
 
     Below a few percent of the MACs the search's accuracy before retraining is near chance on
@@ -184,6 +267,11 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     one with the higher *validation* accuracy is kept, so the model returned is never behind
     uniform pruning of its size on validation. About ``2 + log2(race)`` retrainings.
 
+    With ``decompose``, that many of the contenders are channel-pruned *and* factorised models of
+    the same size (:func:`decomposed_contenders`, document 004's "D + Ps"), the most accurate of
+    :data:`DECOMPOSE_DRAWS` drawn; the model kept may then be one of them (its ``genome`` belongs
+    to ``attrs["space"]``, a :class:`moprune.space.LowRankChannelSpace`).
+
     Args:
         result: A :class:`moprune.SearchResult` that carries its space (any search over it; one
             run with ``search(..., max_macs=...)`` spends its whole budget within it).
@@ -191,6 +279,7 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         data: A :class:`moprune.data.Splits`; the pick reads validation only, test is reported.
         base_model: The unpruned model (reference for the ratios and the drops).
         race: Contenders raced, at least 2.
+        decompose: How many of them are decomposed models, in ``[0, race - 1]``.
         epochs: Retraining epochs of the finalists (the race's rounds cost about one each).
         lr: Initial learning rate of every retraining (cosine decay).
         seed: Seed of every retraining and of the random contenders.
@@ -203,10 +292,12 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         ``accuracy_drop`` / ``accuracy_drop_se`` (retrained, full validation split),
         ``test_accuracy`` / ``test_drop``, ``macs_ratio``, ``params_ratio``, ``genome``, ``path``,
         ``source`` (``"uniform"`` or the finalist's: ``"search"``, ``"params_tilt"``,
-        ``"search_neighbor"``, ``"random"``), ``finalist_source``, ``finalist_accuracy``,
+        ``"search_neighbor"``, ``"random"``, ``"decomposed"``), ``encoding`` (that of the space
+        that rebuilds ``genome``: the search's, or ``"channels+rank"``), ``finalist_source``, ``finalist_accuracy``,
         ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio``, ``race_contenders``
         and ``eval`` (the search candidate raced first; ``None`` when none fits the budget);
-        ``attrs["race_rounds"]`` lists every short retraining.
+        ``attrs["race_rounds"]`` lists every short retraining, ``attrs["space"]`` is the space
+        that rebuilds ``genome``.
 
     Raises:
         MopruneValueError: an invalid argument, or a budget below the smallest uniform model.
@@ -220,6 +311,7 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     check_retraining_inputs(result, data, base_model)
     max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
     race = check_int("race", race, low=2)
+    decompose = check_int("decompose", decompose, low=0, high=race - 1)
     epochs = check_int("epochs", epochs, low=1)
     seed = check_seed(seed)
     space = result.space
@@ -230,26 +322,32 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     within = history[measured]
     first = int(within["accuracy"].idxmax()) if len(within) else None
     genome = np.asarray(within.loc[first, "genome"]) if first is not None else twin_genome
-    contenders = race_contenders(space, genome, race, history=history, macs_ratio=size, seed=seed, at_most=True)
+    contenders: List[Tuple[Any, ...]] = race_contenders(space, genome, race - decompose, history=history,
+                                                         macs_ratio=size, seed=seed, at_most=True)
     macs = np.asarray(space.cost(np.stack([g for _, g in contenders]))["macs_ratio"], dtype=float)
     contenders = [c for c, m in zip(contenders, macs) if m <= max_macs * (1 + 1e-9)] or contenders[:1]
     device = resolve_device(device)
+    if decompose:
+        lowrank, decomposed = decomposed_contenders(base_model, size, decompose, data=data, seed=seed, device=device)
+        contenders += [(source, g, lowrank) for source, g in decomposed]
     options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
     budget = fit_options.get("max_steps") or epochs * math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
     winner, rounds = successive_halving(space, contenders, data=data, budget_steps=budget, seed=seed, device=device,
                                         lr=lr, **options)
-    finalist_source, finalist_genome = contenders[winner]
+    finalist_source, finalist_genome = contenders[winner][:2]
+    finalist_space = contenders[winner][2] if len(contenders[winner]) > 2 else space
     base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)
 
-    def retrain_genome(g):
-        return retrain((space, g), data=data, base_model=base_model, epochs=epochs, lr=lr, seed=seed, device=device,
+    def retrain_genome(g, own_space=space):
+        return retrain((own_space, g), data=data, base_model=base_model, epochs=epochs, lr=lr, seed=seed, device=device,
                        _base=base, **fit_options)
 
-    finalist = retrain_genome(finalist_genome)
-    twin = finalist if np.array_equal(finalist_genome, twin_genome) else retrain_genome(twin_genome)
-    done, kept, source = finalist, finalist_genome, finalist_source
+    finalist = retrain_genome(finalist_genome, finalist_space)
+    same = finalist_space is space and np.array_equal(finalist_genome, twin_genome)
+    twin = finalist if same else retrain_genome(twin_genome)
+    done, kept, source, kept_space = finalist, finalist_genome, finalist_source, finalist_space
     if twin.val_accuracy > finalist.val_accuracy:
-        done, kept, source = twin, twin_genome, "uniform"
+        done, kept, source, kept_space = twin, twin_genome, "uniform", space
     path = None
     if out_path is not None:
         path = os.fspath(out_path)
@@ -261,12 +359,13 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         "accuracy_drop_se": drop_standard_error(base[4], done.val_correct),
         "test_accuracy": done.test_accuracy, "test_drop": 100.0 * (done.base_test_accuracy - done.test_accuracy),
         "macs": done.macs, "macs_ratio": done.macs_ratio, "params": done.params, "params_ratio": done.params_ratio,
-        "epochs": epochs, "genome": kept, "path": path, "source": source, "finalist_source": finalist_source,
+        "epochs": epochs, "genome": kept, "path": path, "source": source, "encoding": kept_space.encoding,
+        "finalist_source": finalist_source,
         "finalist_accuracy": finalist.val_accuracy, "finalist_test_accuracy": finalist.test_accuracy,
         "uniform_accuracy": twin.val_accuracy, "uniform_test_accuracy": twin.test_accuracy,
         "uniform_macs_ratio": twin.macs_ratio, "race_contenders": len(contenders),
     })
-    row.attrs.update({"race_rounds": rounds.to_dict("records"), "base_val_accuracy": base[2],
+    row.attrs.update({"race_rounds": rounds.to_dict("records"), "space": kept_space, "base_val_accuracy": base[2],
                       "base_test_accuracy": base[3], "max_macs": max_macs})
     _log.info("within %.2f%% MACs: %s kept at %.2f%%, val %.2f%% (uniform %.2f%%), test %.2f%%", 100 * max_macs,
               source, 100 * done.macs_ratio, 100 * done.val_accuracy, 100 * twin.val_accuracy,
