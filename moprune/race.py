@@ -252,7 +252,7 @@ def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Sp
 
 
 def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, base_model: torch.nn.Module, race: int = 8,
-                   decompose: int = 0, epochs: int = 1, lr: float = 0.01, seed: int = 0,
+                   decompose: Optional[int] = None, epochs: int = 1, lr: float = 0.01, seed: int = 0,
                    out_path: Optional[str] = None, device: Device = "auto", **fit_options: Any) -> pd.Series:
     """The model that retrains best within a MACs budget: a race at the budget, then a final against uniform pruning.
 
@@ -267,10 +267,13 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     one with the higher *validation* accuracy is kept, so the model returned is never behind
     uniform pruning of its size on validation. About ``2 + log2(race)`` retrainings.
 
-    With ``decompose``, that many of the contenders are channel-pruned *and* factorised models of
-    the same size (:func:`decomposed_contenders`, document 004's "D + Ps"), the most accurate of
-    :data:`DECOMPOSE_DRAWS` drawn; the model kept may then be one of them (its ``genome`` belongs
-    to ``attrs["space"]``, a :class:`moprune.space.LowRankChannelSpace`).
+    ``decompose`` of the contenders (3 of 8 by default) are channel-pruned *and* factorised
+    models of the same size (:func:`decomposed_contenders`, document 004's "D + Ps"), the most
+    accurate of :data:`DECOMPOSE_DRAWS` drawn: at a few percent of the MACs they keep far more of
+    the base model than channel pruning alone and win most races (``mnist_cnn`` on Fashion-MNIST:
+    1.5 test points above uniform pruning at 5% of the MACs; README, "Within a budget"). The
+    model kept may then be one of them: its ``genome`` belongs to ``attrs["space"]``, a
+    :class:`moprune.space.LowRankChannelSpace`. ``decompose=0`` races channel pruning only.
 
     Args:
         result: A :class:`moprune.SearchResult` that carries its space (any search over it; one
@@ -279,7 +282,8 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         data: A :class:`moprune.data.Splits`; the pick reads validation only, test is reported.
         base_model: The unpruned model (reference for the ratios and the drops).
         race: Contenders raced, at least 2.
-        decompose: How many of them are decomposed models, in ``[0, race - 1]``.
+        decompose: How many of them are decomposed models, in ``[0, race - 1]`` (``None``:
+            ``3 * race // 8``).
         epochs: Retraining epochs of the finalists (the race's rounds cost about one each).
         lr: Initial learning rate of every retraining (cosine decay).
         seed: Seed of every retraining and of the random contenders.
@@ -311,7 +315,7 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     check_retraining_inputs(result, data, base_model)
     max_macs = check_real("max_macs", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
     race = check_int("race", race, low=2)
-    decompose = check_int("decompose", decompose, low=0, high=race - 1)
+    decompose = 3 * race // 8 if decompose is None else check_int("decompose", decompose, low=0, high=race - 1)
     epochs = check_int("epochs", epochs, low=1)
     seed = check_seed(seed)
     space = result.space

@@ -215,14 +215,14 @@ def test_retrain_front_writes_the_retrained_front(run_a):
 def test_retrain_within_keeps_the_better_of_the_race_winner_and_uniform_pruning_within_the_budget(run_a, tmp_path):
     out, _ = run_a
     target = tmp_path / "within.pt"
-    proc = run_cli("retrain", out, "--within", "0.3", "--race", "2", "--epochs", "1", "--train-samples", "1000",
-                   "--output", target, "--quiet")
+    proc = run_cli("retrain", out, "--within", "0.3", "--race", "2", "--decompose", "1", "--epochs", "1",
+                   "--train-samples", "1000", "--output", target, "--quiet")
     assert proc.returncode == 0, proc.stderr
     from moprune.exporting import load_meta
 
     meta = load_meta(target)
     assert meta["macs_ratio"] <= 0.3 and meta["source"] in {"search", "params_tilt", "search_neighbor", "random",
-                                                             "uniform"}
+                                                             "decomposed", "uniform"}
     winner = float(re.search(r"race winner \(\w+\): validation ([\d.]+)%", proc.stdout).group(1))
     uniform = float(re.search(r"uniform pruning: +validation ([\d.]+)%", proc.stdout).group(1))
     kept = float(re.search(r"kept the \w+ model: [\d.]+% of the MACs, [\d.]+% of the parameters, validation "
@@ -236,6 +236,10 @@ def test_retrain_within_keeps_the_better_of_the_race_winner_and_uniform_pruning_
     proc = run_cli("retrain", out, "--within", "0.0001", "--quiet", "--output", tmp_path / "none.pt")
     assert proc.returncode == 2 and "--within" in proc.stderr and "smallest uniform" in proc.stderr
     assert not (tmp_path / "none.pt").exists()
+    proc = run_cli("retrain", out, "--within", "0.3", "--race", "2", "--decompose", "2", "--quiet")
+    assert proc.returncode == 2 and "--decompose" in proc.stderr and "2" in proc.stderr
+    proc = run_cli("retrain", out, "--front", "1", "--decompose", "1", "--quiet")
+    assert proc.returncode == 2 and "--decompose" in proc.stderr and "--within" in proc.stderr
 
 
 @pytest.mark.slow

@@ -323,8 +323,9 @@ def test_retrain_within_races_at_the_budget_and_never_keeps_a_model_above_it(sea
     rounds = pd.DataFrame(row.attrs["race_rounds"])
     assert list(rounds.groupby("round")["contender"].count()) == [4, 2]
     loaded = moprune.load(row["path"])
-    rebuilt = result.space.materialize(row["genome"])
+    rebuilt = row.attrs["space"].materialize(row["genome"])
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
+    assert list(rounds[rounds["round"] == 0]["source"]).count("decomposed") == 1  # 3 * race // 8 by default
     again = moprune.retrain_within(result, budget, data=data, base_model=model, race=4, epochs=1, batch_size=64)
     assert again["accuracy"] == row["accuracy"] and np.array_equal(again["genome"], row["genome"])  # seeded
 
@@ -337,3 +338,44 @@ def test_retrain_within_refuses_a_budget_below_every_uniform_model(searched):
         moprune.retrain_within(result, 0.5, data=data, base_model=model, race=1)
     with pytest.raises(MopruneValueError, match="max_macs"):
         moprune.retrain_within(result, 1.5, data=data, base_model=model)
+
+
+def test_decomposed_contenders_fit_the_size_and_come_most_accurate_first(searched):
+    from moprune.race import DECOMPOSE_MIN_FILL, decomposed_contenders
+
+    data, model, _ = searched
+    size = 0.2
+    space, chosen = decomposed_contenders(model, size, 3, data=data, draws=12, seed=0)
+    assert isinstance(space, moprune.LowRankChannelSpace) and 1 <= len(chosen) <= 3
+    genomes = np.stack([g for _, g in chosen])
+    assert {source for source, _ in chosen} == {"decomposed"}
+    macs = space.cost(genomes)["macs_ratio"]
+    assert np.all(macs <= size * (1 + 1e-9)) and np.all(macs >= DECOMPOSE_MIN_FILL * size)
+    assert any(rank for _, rank in space.decode(genomes[0]).kept[1][1])  # something is factorised, not only pruned
+    evaluator = moprune.Evaluator(data.val, n_samples=1000, finetune=None, train_data=data.train,
+                                  confirm_samples=None, seed=0)
+    accuracy = [r.accuracy for r in evaluator.evaluate(space, genomes)]
+    assert accuracy == sorted(accuracy, reverse=True)
+    assert len({space.decode(g).key for g in genomes}) == len(genomes)  # distinct plans
+    _, again = decomposed_contenders(model, size, 3, data=data, draws=12, seed=0)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(chosen, again))  # seeded
+    with pytest.raises(MopruneValueError, match="draws"):
+        decomposed_contenders(model, size, 3, data=data, draws=2)
+
+
+@pytest.mark.slow
+def test_retrain_within_races_decomposed_contenders_and_reports_their_space(searched, tmp_path):
+    data, model, result = searched
+    row = moprune.retrain_within(result, 0.2, data=data, base_model=model, race=4, decompose=2, epochs=1,
+                                 batch_size=64, out_path=str(tmp_path / "kept.pt"))
+    rounds = pd.DataFrame(row.attrs["race_rounds"])
+    assert (rounds[rounds["round"] == 0]["source"] == "decomposed").sum() == 2
+    assert row["race_contenders"] == 4 and row["macs_ratio"] <= 0.2
+    space = row.attrs["space"]
+    assert row["encoding"] == space.encoding
+    assert (row["source"] == "decomposed") == isinstance(space, moprune.LowRankChannelSpace)
+    rebuilt = space.materialize(row["genome"])
+    loaded = moprune.load(row["path"])
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
+    with pytest.raises(MopruneValueError, match="decompose"):
+        moprune.retrain_within(result, 0.2, data=data, base_model=model, race=4, decompose=4)

@@ -185,6 +185,9 @@ def build_parser():
                    help="instead: the model that retrains best within this MACs ratio (e.g. 0.05): a race of --race "
                         "models (default 8) of the budget's size, then the winner against uniform pruning "
                         "(writes RUN/retrained_within.pt or --output)")
+    p.add_argument("--decompose", type=int, default=None, metavar="K",
+                   help="with --within: K of the raced models are channel-pruned and decomposed (SVD, Tucker-2; "
+                        "document 004's 'D + Ps') models of the same size (default: moprune.retrain_within's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

@@ -484,7 +484,7 @@ def _check_device(args):
 
 
 def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, train_samples=None, output=None,
-                          quiet=False, device="auto"):
+                          quiet=False, device="auto", decompose=None):
     """Race for the best model of run ``path`` within ``max_macs`` (:func:`moprune.retrain_within`); print and export it.
 
     Returns:
@@ -500,6 +500,8 @@ def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, trai
 
     max_macs = check_real("--within", max_macs, low=0, high=1, low_open=True, unit="MACs ratio")
     race = check_int("--race", race, low=2)
+    if decompose is not None:
+        decompose = check_int("--decompose", decompose, low=0, high=race - 1)
     if train_samples is not None and train_samples < 1:
         raise invalid_value("--train-samples", "an int >= 1", train_samples)
     output = output or os.path.join(path, "retrained_within.pt")
@@ -512,8 +514,9 @@ def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, trai
     if train_samples is not None:
         data = Splits(subset(data.train, min(train_samples, len(data.train)),
                              generator=torch.Generator().manual_seed(seed)), data.val, data.test)
+    extra = {} if decompose is None else {"decompose": decompose}
     row = retrain_within(result, max_macs, data=data, base_model=model, race=race, epochs=epochs, lr=lr, seed=seed,
-                         out_path=output, device=device)
+                         out_path=output, device=device, **extra)
     print(f"raced {int(row['race_contenders'])} models of {100 * row['uniform_macs_ratio']:.2f}% of the MACs "
           f"(the largest uniform model within {100 * max_macs:g}%), {epochs} epoch(s) for the finalists on "
           f"{len(data.train):,} images (base model: validation {100 * row.attrs['base_val_accuracy']:.2f}%, "
@@ -536,8 +539,11 @@ def cmd_retrain(args):
                                 args.within)
         retrain_within_of_run(args.run, max_macs=args.within, race=args.race or 8, epochs=args.epochs, lr=args.lr,
                               seed=args.seed, train_samples=args.train_samples, output=args.output,
-                              quiet=args.quiet, device=args.device)
+                              quiet=args.quiet, device=args.device, decompose=args.decompose)
         return 0
+    if getattr(args, "decompose", None) is not None:
+        raise invalid_value("--decompose", "--within beside it (decomposed models race within a budget)",
+                            args.decompose)
     if getattr(args, "front", None) is not None:
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
                              min_macs=args.min_macs, max_macs=args.max_macs, train_samples=args.train_samples,
