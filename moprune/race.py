@@ -6,7 +6,8 @@ fraction of channels in every layer. A race measures what the user ends with ins
 contenders of about the same MACs are retrained briefly, the better half is kept and retrained
 longer (successive halving), and the survivor meets the uniform model in a final at the full
 retraining budget. :func:`moprune.retrain_front` runs one per front point when asked (``race=``);
-:func:`retrain_within` runs one at the size of a MACs budget.
+:func:`retrain_within` runs one at the size of a MACs budget, where channel-pruned and
+decomposed models (:func:`decomposed_contenders`) race beside the pruned ones.
 """
 
 import math
