@@ -123,13 +123,14 @@ def decomposed_contenders(base_model: torch.nn.Module, macs_ratio: float, n: int
                           device: Device = "auto") -> Tuple[Any, List[Tuple[str, np.ndarray]]]:
     """The ``n`` most accurate of ``draws`` channel-pruned *and* decomposed models of a size.
 
-    Document 004's "D + Ps" (:class:`moprune.space.LowRankChannelSpace`): at a few percent of the
-    MACs, a model that keeps more channels and factorises its layers (truncated SVD, Tucker-2)
-    keeps far more of the base model's function than one that only prunes channels, and on
-    ``mnist_cnn`` it retrains better at equal MACs (the session-25 log of
-    ``docs/search_quality.md``). Each draw takes random rank levels and per-group channel
-    shares (log-normal, spread ``sigma``), then the largest common channel factor whose MACs stay
-    at or below ``macs_ratio`` (at least :data:`DECOMPOSE_MIN_FILL` of it). Draws are measured on
+    Document 004's "D + Ps" (:class:`moprune.space.LowRankChannelSpace`, built with its defaults:
+    every layer, channels ranked by L1 norm, whatever the search's own space was restricted to):
+    at a few percent of the MACs, a model that keeps more channels and factorises its layers
+    (truncated SVD, Tucker-2) can retrain better than one pruned to the same MACs; on
+    ``mnist_cnn`` it does (the session-25 log of ``docs/search_quality.md``). Each draw takes
+    random rank levels and per-group channel shares (log-normal, spread ``sigma``), then the
+    largest common channel factor whose MACs stay at or below ``macs_ratio`` (at least
+    :data:`DECOMPOSE_MIN_FILL` of it). Draws are measured on
     ``n_samples`` validation images without fine-tuning (BatchNorm statistics re-estimated on
     training images where the model has BatchNorm).
 
