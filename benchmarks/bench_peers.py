@@ -421,7 +421,8 @@ def race_pick(space, pick, archive, race, splits, epochs, lr, seed, retrain):
 
 
 def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, epochs, lr, seed,
-                     methods=("moprune",), twins=False, rule="accuracy", race=0, within=0, decompose=0):
+                     methods=("moprune",), twins=False, rule="accuracy", race=0, within=0, decompose=0,
+                     reconstruct=None):
     """Test accuracy after equal retraining: each search's pick at a MACs target vs the uniform model at its MACs.
 
     The uniform model is the sweep's nearest to the pick in MACs or, with ``twins``, the largest
@@ -432,17 +433,20 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
     uniform model; with ``within >= 2``, what :func:`moprune.retrain_within` delivers within the
     uniform model's MACs (``<method>+within<N>`` rows: a race at the budget's size, searches
     that return a :class:`moprune.SearchResult` only; ``<method>+within<N>d<K>`` with ``decompose``:
-    K of the contenders channel-pruned and decomposed).
+    K of the contenders channel-pruned and decomposed). The picks are retrained as :func:`moprune.retrain`
+    does (``reconstruct``: ``None`` refits layers to the base model first where it has no BatchNorm); the uniform rows are
+    plain uniform pruning, retrained from its inherited weights; with ``twins``, a ``reconstructed uniform``
+    row shows what the refit alone does for the same uniform model.
     """
     rows, done_by_key = [], {}  # the same model retrained once (a uniform model can face several picks)
     uniform_archive = runs["uniform"]["archive"] if "uniform" in runs else None
 
-    def retrain(genome):
-        key = space.decode(np.asarray(genome)).key
+    def retrain(genome, reconstruct=reconstruct):
+        key = (space.decode(np.asarray(genome)).key, reconstruct)
         if key not in done_by_key:
             torch.manual_seed(seed)
             done_by_key[key] = moprune.retrain((space, genome), data=splits, base_model=model,
-                                               epochs=epochs, lr=lr, seed=seed)
+                                               epochs=epochs, lr=lr, seed=seed, reconstruct=reconstruct)
         return done_by_key[key]
 
     for target in targets:
@@ -457,6 +461,9 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
             else:
                 uni = min(uniform_archive, key=lambda e: abs(np.log(e.macs_ratio) - np.log(pick.macs_ratio)))
             entries = [(method, pick, None, None), (f"uniform (vs {method})", uni, None, None)]
+            if twins and reconstruct is not False and method == methods[0]:  # what reconstruction alone does for uniform pruning
+                entries += [("reconstructed uniform", uni, None, None),
+                            ("uniform (vs reconstructed uniform)", uni, None, None)]
             if race >= 2:
                 genome, source, _ = race_pick(space, pick, runs[method]["archive"], race, splits, epochs, lr,
                                                  seed, retrain)
@@ -466,16 +473,19 @@ def retrain_outcomes(model_name, encoding, model, space, runs, splits, targets, 
                             (f"uniform (vs {method}+race{race})", uni, None, None)]
             if within >= 2 and runs[method].get("result") is not None:
                 best = moprune.retrain_within(runs[method]["result"], limit, data=splits, base_model=model, race=within,
-                                              decompose=decompose, epochs=epochs, lr=lr, seed=seed)
+                                              decompose=decompose, epochs=epochs, lr=lr, seed=seed,
+                                              reconstruct=reconstruct)
                 genome = np.asarray(best["genome"])
                 done = SimpleNamespace(test_accuracy=best["test_accuracy"], val_accuracy=best["accuracy"])
                 if best.attrs["space"] is space:
-                    done_by_key.setdefault(space.decode(genome).key, done)
+                    done_by_key.setdefault((space.decode(genome).key, reconstruct), done)
                 kept = SimpleNamespace(genome=genome, accuracy=float("nan"), macs_ratio=float(best["macs_ratio"]))
                 name = f"{method}+within{within}" + (f"d{decompose}" if decompose else "")
                 entries += [(name, kept, best["source"], done), (f"uniform (vs {name})", uni, None, None)]
             for name, entry, source, done in entries:
-                done = done or retrain(entry.genome)
+                # the uniform baseline is plain uniform pruning, as a Torch-Pruning user retrains it
+                done = done or retrain(entry.genome, reconstruct=(False if name.startswith("uniform") else
+                                                                  True if name == "reconstructed uniform" else reconstruct))
                 rows.append({"model": f"{model_name}:{encoding}", "seed": seed, "target_macs": target,
                              "method": name, "macs_ratio": entry.macs_ratio, "search_val_accuracy": entry.accuracy,
                              "source": source, "val_accuracy": done.val_accuracy, "test_accuracy": done.test_accuracy})
@@ -548,6 +558,9 @@ def main(argv=None):
     parser.add_argument("--retrain-decompose", type=int, default=0, metavar="K",
                         help="with --retrain-within N: K of the N contenders are channel-pruned and decomposed "
                              "models (retrain_within(..., decompose=K))")
+    parser.add_argument("--retrain-plain", action="store_true",
+                        help="retrain every model from its inherited weights (retrain(..., reconstruct=False)), "
+                             "the protocol of sessions before 26")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.10, 0.05])
     parser.add_argument("--out", default=None, help="prefix of the CSV/TXT files written")
     parser.add_argument("--data", choices=["mnist", "fashion-mnist"], default="mnist",
@@ -621,6 +634,7 @@ def main(argv=None):
                                               args.retrain_epochs, args.retrain_lr, seed, args.retrain_methods,
                                               twins=args.retrain_twins, rule=args.retrain_pick,
                                               race=args.retrain_race, within=args.retrain_within,
+                                              reconstruct=False if args.retrain_plain else None,
                                               decompose=args.retrain_decompose)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)

@@ -10,6 +10,7 @@ retraining budget. :func:`moprune.retrain_front` runs one per front point when a
 decomposed models (:func:`decomposed_contenders`) race beside the pruned ones.
 """
 
+import copy
 import math
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -22,7 +23,7 @@ from moprune.data import Splits
 from moprune.devices import Device, resolve_device
 from moprune.logging import get_logger
 from moprune.train import evaluate, fit, zeros_kept
-from moprune.validation import check_int, check_real, check_seed
+from moprune.validation import check_bool, check_int, check_real, check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from moprune.archive import SearchResult
@@ -193,9 +194,9 @@ def decomposed_contenders(base_model: torch.nn.Module, macs_ratio: float, n: int
     return space, chosen
 
 
-def _short_retrain(space, genome, *, data, steps, seed, device, eval_batch_size, fit_options):
-    """Validation accuracy of ``genome`` after ``steps`` retraining steps (the test split is not read)."""
-    model = space.materialize(genome)
+def _short_retrain(model, *, data, steps, seed, device, eval_batch_size, fit_options):
+    """Validation accuracy of a copy of ``model`` after ``steps`` retraining steps (the test split is not read)."""
+    model = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(int(seed))
     steps_per_epoch = math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
     with zeros_kept(model):
@@ -207,7 +208,8 @@ def _short_retrain(space, genome, *, data, steps, seed, device, eval_batch_size,
 
 
 def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Splits, budget_steps: int,
-                       seed: int = 0, device: Device = "auto", **fit_options: Any) -> Tuple[int, pd.DataFrame]:
+                       seed: int = 0, device: Device = "auto", base_model: Optional[torch.nn.Module] = None,
+                       reconstruct: Optional[bool] = None, **fit_options: Any) -> Tuple[int, pd.DataFrame]:
     """Race ``contenders`` by short retrainings until one is left.
 
     Round ``i`` retrains every remaining contender from its inherited weights for
@@ -223,6 +225,9 @@ def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Sp
         budget_steps: Optimizer steps of one full retraining.
         seed: Seed of every short retraining.
         device: Where to train.
+        base_model: The unpruned model; with ``reconstruct``, each contender's layers are refit
+            to its outputs before its first retraining, as :func:`moprune.retrain` does.
+        reconstruct: As in :func:`moprune.retrain` (``None``: where ``base_model`` has no BatchNorm).
         **fit_options: :func:`moprune.train.fit` options (``lr``, ``batch_size``, ``augment``, ...).
 
     Returns:
@@ -234,6 +239,22 @@ def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Sp
     device = resolve_device(device)
     options = dict(fit_options)
     eval_batch_size = options.pop("eval_batch_size", 250)
+    from moprune.reconstruction import reconstruct_by_default
+    from moprune.retraining import _candidate_model
+
+    if base_model is not None:
+        reconstruct = reconstruct_by_default(base_model) if reconstruct is None else check_bool("reconstruct", reconstruct)
+
+    models: Dict[int, torch.nn.Module] = {}  # each contender built (and reconstructed) once
+
+    def model_of(i):
+        if i not in models:
+            own_space = contenders[i][2] if len(contenders[i]) > 2 else space
+            models[i] = _candidate_model((own_space, np.asarray(contenders[i][1])),
+                                         base_model=base_model if reconstruct else None, train_data=data.train,
+                                         seed=seed)
+        return models[i]
+
     alive = list(range(len(contenders)))
     rows: List[Dict[str, Any]] = []
     round_ = 0
@@ -241,8 +262,7 @@ def successive_halving(space, contenders: Sequence[Tuple[Any, ...]], *, data: Sp
         steps = max(1, int(budget_steps * 2 ** round_ / len(contenders)))
         scores = {}
         for i in alive:
-            own_space = contenders[i][2] if len(contenders[i]) > 2 else space
-            scores[i] = _short_retrain(own_space, contenders[i][1], data=data, steps=steps, seed=seed, device=device,
+            scores[i] = _short_retrain(model_of(i), data=data, steps=steps, seed=seed, device=device,
                                        eval_batch_size=eval_batch_size, fit_options=options)
             rows.append({"contender": i, "source": contenders[i][0], "round": round_, "steps": steps,
                          "val_accuracy": scores[i]})
@@ -339,7 +359,7 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
     budget = fit_options.get("max_steps") or epochs * math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
     winner, rounds = successive_halving(space, contenders, data=data, budget_steps=budget, seed=seed, device=device,
-                                        lr=lr, **options)
+                                        base_model=base_model, lr=lr, **options)
     finalist_source, finalist_genome = contenders[winner][:2]
     finalist_space = contenders[winner][2] if len(contenders[winner]) > 2 else space
     base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)

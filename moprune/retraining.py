@@ -22,6 +22,7 @@ from moprune.data import Splits
 from moprune.devices import Device, resolve_device
 from moprune.exceptions import invalid_value
 from moprune.logging import get_logger
+from moprune.reconstruction import reconstruct_by_default, reconstructed, supports_reconstruction
 from moprune.train import correct_predictions, evaluate, fit, zeros_kept
 from moprune.validation import check_bool, check_int, check_real, check_seed, conflict
 
@@ -133,7 +134,8 @@ def drop_standard_error(base_correct: torch.Tensor, correct: torch.Tensor) -> fl
     return 100.0 * float(diff.std(unbiased=True)) / math.sqrt(n)
 
 
-def _candidate_model(candidate):
+def _candidate_model(candidate, *, base_model=None, train_data=None, seed=0):
+    """The model to retrain; with ``base_model`` and ``train_data``, reconstructed where the space allows."""
     if isinstance(candidate, nn.Module):
         return copy.deepcopy(candidate)
     if isinstance(candidate, tuple) and len(candidate) == 2 and hasattr(candidate[0], "materialize"):
@@ -143,6 +145,8 @@ def _candidate_model(candidate):
                 raise invalid_value("candidate", "(space, genome) where a row must have a 'genome' entry",
                                     list(genome.index))
             genome = genome["genome"]  # a row picked from a results frame
+        if base_model is not None and train_data is not None and supports_reconstruction(space):
+            return reconstructed(space, np.asarray(genome), base_model, train_data, seed=seed)
         model = space.materialize(np.asarray(genome))
         if not isinstance(model, nn.Module):
             raise invalid_value("candidate", "a space whose materialize returns an nn.Module",
@@ -157,7 +161,7 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             max_steps: Optional[int] = None, batch_size: int = 128, optimizer: str = "sgd", momentum: float = 0.9,
             weight_decay: float = 5e-4, schedule: str = "cosine", seed: int = 0, keep_zeros: bool = True,
             eval_batch_size: int = 250, progress: bool = False, device: Device = "auto", augment: Optional[str] = None,
-            _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
+            reconstruct: Optional[bool] = None, _base: Optional[Tuple[float, float, float, float]] = None) -> "RetrainResult":
     """Train a pruned candidate on ``data.train``, then report validation and test accuracy.
 
     Training continues from the candidate's inherited weights. The test split is read only here.
@@ -186,6 +190,12 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
             result's model is handed back on the CPU.
         augment: Augment the training batches (``None``, ``"crop"``, ``"flip"``, ``"flip+crop"``;
             see :func:`moprune.data.augment.augment_batch`).
+        reconstruct: Before training, refit the layers of a ``(space, genome)`` candidate to
+            ``base_model``'s outputs on training images (:func:`moprune.reconstruction.reconstruct`;
+            channel, low-rank and channel + low-rank spaces; ignored without ``base_model``, for
+            an ``nn.Module`` candidate and for weight masks). ``None``: refit where the base model
+            has no BatchNorm (:func:`moprune.reconstruction.reconstruct_by_default`). ``False``:
+            train the inherited weights as they are.
         _base: Internal: the base model's measurements from ``_measure_base`` (so that
             :func:`retrain_front` measures the base once for all its points).
 
@@ -204,8 +214,10 @@ def retrain(candidate: Union[nn.Module, Tuple[Any, Any]], *, data: Splits, base_
         raise conflict(("base_model",), "the teacher model (distill_weight > 0 needs base_model)", None)
     seed = check_seed(seed)
     keep_zeros = check_bool("keep_zeros", keep_zeros)
+    reconstruct = reconstruct_by_default(base_model) if reconstruct is None else check_bool("reconstruct", reconstruct)
     device = resolve_device(device)
-    model = _candidate_model(candidate)
+    model = _candidate_model(candidate, base_model=base_model if reconstruct else None, train_data=data.train,
+                             seed=seed)
     generator = torch.Generator().manual_seed(int(seed))
     teacher = None
     if base_model is not None and distill_weight > 0:
@@ -414,7 +426,7 @@ def retrain_front(result: SearchResult, *, data: Splits, base_model: Optional[nn
             steps_per_epoch = math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
             budget = fit_options.get("max_steps") or epochs * steps_per_epoch
             winner, rounds = successive_halving(result.space, contenders, data=data, budget_steps=budget, seed=seed,
-                                                device=device, lr=lr, **options)
+                                                device=device, base_model=base_model, lr=lr, **options)
             race_rounds.extend({"eval": index, **r} for r in rounds.to_dict("records"))
             source, genome = contenders[winner]
             extra.update(race_contenders=len(contenders), finalist_source=source)
