@@ -177,6 +177,27 @@ def test_retrain_prints_accuracy_and_reduction_and_exports(run_a):
 
 
 @pytest.mark.slow
+def test_retrain_reconstructs_by_default_and_not_with_no_reconstruct(run_a, capsys, monkeypatch):
+    import moprune.retraining
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_retrain(candidate, **kwargs):
+        seen.append(kwargs.get("reconstruct", "missing"))
+        raise Stop
+
+    monkeypatch.setattr(moprune.retraining, "retrain", fake_retrain)
+    out, _ = run_a
+    for extra in ([], ["--no-reconstruct"]):
+        with pytest.raises(Stop):
+            cli(capsys, "retrain", out, "--pick", "knee", "--epochs", "1", "--quiet", *extra)
+    assert seen == [None, False]  # None: moprune.retrain's default (refit where the model has no BatchNorm)
+
+
+@pytest.mark.slow
 def test_retrain_front_writes_the_retrained_front(run_a):
     out, _ = run_a
     proc = run_cli("retrain", out, "--front", "3", "--epochs", "1", "--train-samples", "1000", "--quiet")

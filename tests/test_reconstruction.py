@@ -126,3 +126,39 @@ def test_retrain_starts_from_the_reconstructed_model_unless_told_not_to():
     assert all(torch.allclose(p, q) for p, q in zip(plain.model.parameters(), space.materialize(genome).parameters()))
     with pytest.raises(MopruneValueError, match="reconstruct"):
         moprune.retrain((space, genome), data=data, base_model=base, reconstruct="yes", **frozen)
+
+
+def test_reconstruction_is_the_default_for_models_without_batchnorm_only():
+    from moprune.reconstruction import reconstruct_by_default
+
+    assert reconstruct_by_default(randomized_zoo_model("mnist_cnn"))
+    assert reconstruct_by_default(randomized_zoo_model("lenet5"))
+    assert not reconstruct_by_default(randomized_zoo_model("vgg_small"))
+    assert not reconstruct_by_default(randomized_zoo_model("resnet8"))
+    assert not reconstruct_by_default(None)
+
+
+def test_a_race_reconstructs_each_contender_once(monkeypatch):
+    from test_export import tiny_splits, trained_lenet5
+
+    import moprune.retraining
+    from moprune.race import successive_halving
+
+    data = tiny_splits(n_train=128, n_eval=64)
+    base = trained_lenet5(data, epochs=1)
+    space = moprune.ChannelSpace(base, encoding="ratio")
+    built = []
+    real = moprune.retraining.reconstructed
+
+    def counting(space_, genome, *args, **kwargs):
+        built.append(tuple(np.round(genome, 6)))
+        return real(space_, genome, *args, **kwargs)
+
+    monkeypatch.setattr(moprune.retraining, "reconstructed", counting)
+    contenders = [("a", np.full(space.n_var, 0.5)), ("b", np.full(space.n_var, 0.4)), ("c", np.full(space.n_var, 0.6))]
+    successive_halving(space, contenders, data=data, budget_steps=6, base_model=base, batch_size=16)
+    assert sorted(built) == sorted(tuple(np.round(g, 6)) for _, g in contenders)  # 3 + 1 rounds, 3 refits
+    built.clear()
+    successive_halving(space, contenders, data=data, budget_steps=6, base_model=base, reconstruct=False, batch_size=16)
+    successive_halving(space, contenders, data=data, budget_steps=6, batch_size=16)
+    assert built == []

@@ -188,6 +188,9 @@ def build_parser():
     p.add_argument("--decompose", type=int, default=None, metavar="K",
                    help="with --within: K of the raced models are channel-pruned and decomposed (SVD, Tucker-2; "
                         "document 004's 'D + Ps') models of the same size (default: moprune.retrain_within's)")
+    p.add_argument("--no-reconstruct", dest="reconstruct", action="store_false", default=None,
+                   help="retrain the inherited weights as they are (default: refit each layer to the base model's "
+                        "outputs first, for models without BatchNorm; moprune.retrain's reconstruct)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=commands.cmd_retrain)

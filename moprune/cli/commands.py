@@ -377,7 +377,7 @@ def _macs_line(prefix, macs_ratio, params_ratio):
 
 
 def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, output=None, quiet=False,
-                   device="auto"):
+                   device="auto", reconstruct=None):
     """Pick, retrain, print and export the retrained model of run ``path``; returns the RetrainResult."""
     import torch
 
@@ -398,7 +398,7 @@ def retrain_picked(path, args, *, epochs, train_samples=None, lr=0.05, seed=0, o
     if train_samples is not None:
         train = subset(train, min(train_samples, len(train)), generator=torch.Generator().manual_seed(seed))
     out = retrain((space, row), data=Splits(train, data.val, data.test), base_model=model, epochs=epochs, lr=lr,
-                  seed=seed, progress=not quiet, device=device)
+                  seed=seed, progress=not quiet, device=device, reconstruct=reconstruct)
     print(f"retrained {epochs} epoch(s) on {len(train):,} images: test accuracy {100 * out.test_accuracy:.2f}% "
           f"(base model {100 * out.base_test_accuracy:.2f}%), validation {100 * out.val_accuracy:.2f}%")
     print(_macs_line("", out.macs_ratio, out.params_ratio))
@@ -415,7 +415,8 @@ RETRAINED_FRONT = "retrained_front"
 
 
 def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None, min_macs=None, lr=0.05, seed=0,
-                         train_samples=None, uniform_twins=False, race=0, quiet=False, device="auto"):
+                         train_samples=None, uniform_twins=False, race=0, quiet=False, device="auto",
+                         reconstruct=None):
     """Retrain ``n_points`` of run ``path``'s front; write ``retrained_front.csv``/``.png`` and ``front/*.pt``.
 
     Returns:
@@ -451,7 +452,7 @@ def retrain_front_of_run(path, *, n_points, epochs, max_drop=None, max_macs=None
     frame = retrain_front(result, data=data, base_model=model, n_points=n_points, epochs=epochs, lr=lr, seed=seed,
                           max_drop=max_drop, max_macs=max_macs, min_macs=min_macs, uniform_twins=uniform_twins,
                           race=race, out_dir=os.path.join(path, "front"),
-                          progress=not quiet, device=device)
+                          progress=not quiet, device=device, reconstruct=reconstruct)
     with atomic_path(os.path.join(path, RETRAINED_FRONT + ".csv")) as tmp:
         frame.drop(columns=["genome"]).to_csv(tmp)
     ax = plot_retrained_front(frame, search=result, log_macs=True, zoom=5.0)
@@ -484,7 +485,7 @@ def _check_device(args):
 
 
 def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, train_samples=None, output=None,
-                          quiet=False, device="auto", decompose=None):
+                          quiet=False, device="auto", decompose=None, reconstruct=None):
     """Race for the best model of run ``path`` within ``max_macs`` (:func:`moprune.retrain_within`); print and export it.
 
     Returns:
@@ -516,7 +517,7 @@ def retrain_within_of_run(path, *, max_macs, race, epochs, lr=0.05, seed=0, trai
                              generator=torch.Generator().manual_seed(seed)), data.val, data.test)
     extra = {} if decompose is None else {"decompose": decompose}
     row = retrain_within(result, max_macs, data=data, base_model=model, race=race, epochs=epochs, lr=lr, seed=seed,
-                         out_path=output, device=device, **extra)
+                         out_path=output, device=device, reconstruct=reconstruct, **extra)
     print(f"raced {int(row['race_contenders'])} models of {100 * row['uniform_macs_ratio']:.2f}% of the MACs "
           f"(the largest uniform model within {100 * max_macs:g}%), {epochs} epoch(s) for the finalists on "
           f"{len(data.train):,} images (base model: validation {100 * row.attrs['base_val_accuracy']:.2f}%, "
@@ -539,7 +540,8 @@ def cmd_retrain(args):
                                 args.within)
         retrain_within_of_run(args.run, max_macs=args.within, race=args.race or 8, epochs=args.epochs, lr=args.lr,
                               seed=args.seed, train_samples=args.train_samples, output=args.output,
-                              quiet=args.quiet, device=args.device, decompose=args.decompose)
+                              quiet=args.quiet, device=args.device, decompose=args.decompose,
+                              reconstruct=args.reconstruct)
         return 0
     if getattr(args, "decompose", None) is not None:
         raise invalid_value("--decompose", "--within beside it (decomposed models race within a budget)",
@@ -548,10 +550,11 @@ def cmd_retrain(args):
         retrain_front_of_run(args.run, n_points=args.front, epochs=args.epochs, lr=args.lr, seed=args.seed,
                              min_macs=args.min_macs, max_macs=args.max_macs, train_samples=args.train_samples,
                              uniform_twins=args.uniform_twins, race=args.race, quiet=args.quiet,
-                             device=args.device)
+                             device=args.device, reconstruct=args.reconstruct)
         return 0
     retrain_picked(args.run, args, epochs=args.epochs, train_samples=args.train_samples, lr=args.lr,
-                   seed=args.seed, output=args.output, quiet=args.quiet, device=args.device)
+                   seed=args.seed, output=args.output, quiet=args.quiet, device=args.device,
+                   reconstruct=args.reconstruct)
     return 0
 
 
