@@ -287,15 +287,17 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
     (:func:`race_contenders`), by successive halving (:func:`successive_halving`). The survivor is
     retrained with the full budget, and so is the largest uniform model within the budget; the
     one with the higher *validation* accuracy is kept, so the model returned is never behind
-    uniform pruning of its size on validation. About ``2 + log2(race)`` retrainings.
+    uniform pruning of its size on validation. Every model is refit to the base model's outputs
+    before it trains where :func:`moprune.retrain` does so (``reconstruct=``, models without BatchNorm).
 
     ``decompose`` of the contenders (3 of 8 by default) are channel-pruned *and* factorised
     models of the same size (:func:`decomposed_contenders`, document 004's "D + Ps"), the most
-    accurate of :data:`DECOMPOSE_DRAWS` drawn. On ``mnist_cnn`` they win every race (1.42 test
-    points above uniform pruning at 5% of the MACs on Fashion-MNIST, 0.36 on MNIST); on
-    ``vgg_small`` and ``resnet8`` tilted allocations still do (README, "Within a budget"). The
-    model kept may then be one of them: its ``genome`` belongs to ``attrs["space"]``, a
-    :class:`moprune.space.LowRankChannelSpace`. ``decompose=0`` races channel pruning only.
+    accurate of :data:`DECOMPOSE_DRAWS` drawn. They race among themselves (refit pruned models
+    start higher after a few steps, decomposed ones gain more with a full retraining), and
+    the two races' winners and the uniform model are retrained in full: about 6 retrainings
+    with the defaults (``2 + log2(race)`` with ``decompose=0``). The model kept may then be a
+    decomposed one: its ``genome`` belongs to ``attrs["space"]``, a
+    :class:`moprune.space.LowRankChannelSpace` (README, "Within a budget", for where they win).
 
     Args:
         result: A :class:`moprune.SearchResult` that carries its space (any search over it; one
@@ -319,11 +321,11 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         ``test_accuracy`` / ``test_drop``, ``macs_ratio``, ``params_ratio``, ``genome``, ``path``,
         ``source`` (``"uniform"`` or the finalist's: ``"search"``, ``"params_tilt"``,
         ``"search_neighbor"``, ``"random"``, ``"decomposed"``), ``encoding`` (that of the space
-        that rebuilds ``genome``: the search's, or ``"channels+rank"``), ``finalist_source``, ``finalist_accuracy``,
-        ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio``, ``race_contenders``
-        and ``eval`` (the search candidate raced first; ``None`` when none fits the budget);
-        ``attrs["race_rounds"]`` lists every short retraining, ``attrs["space"]`` is the space
-        that rebuilds ``genome``.
+        that rebuilds ``genome``: the search's, or ``"channels+rank"``), ``finalist_source``, ``finalist_accuracy``
+        (the better race winner's), ``uniform_accuracy``, ``uniform_test_accuracy``, ``uniform_macs_ratio``,
+        ``race_contenders`` and ``eval`` (the search candidate raced first; ``None`` when none fits the budget);
+        ``attrs["race_rounds"]`` lists every short retraining, ``attrs["finalists"]`` each race
+        winner retrained in full, ``attrs["space"]`` is the space that rebuilds ``genome``.
 
     Raises:
         MopruneValueError: an invalid argument, or a budget below the smallest uniform model.
@@ -358,17 +360,30 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         contenders += [(source, g, lowrank) for source, g in decomposed]
     options = {k: v for k, v in fit_options.items() if k not in ("max_steps", "keep_zeros")}
     budget = fit_options.get("max_steps") or epochs * math.ceil(len(data.train) / int(fit_options.get("batch_size", 128)))
-    winner, rounds = successive_halving(space, contenders, data=data, budget_steps=budget, seed=seed, device=device,
-                                        base_model=base_model, lr=lr, **options)
-    finalist_source, finalist_genome = contenders[winner][:2]
-    finalist_space = contenders[winner][2] if len(contenders[winner]) > 2 else space
     base = _measure_base(base_model, data, fit_options.get("eval_batch_size", 250), device)
 
     def retrain_genome(g, own_space=space):
         return retrain((own_space, g), data=data, base_model=base_model, epochs=epochs, lr=lr, seed=seed, device=device,
                        _base=base, **fit_options)
 
-    finalist = retrain_genome(finalist_genome, finalist_space)
+    # Pruned and decomposed models learn at different paces (a pruned model refit to the base model's
+    # outputs starts higher, a decomposed one keeps more channels and gains more per step), so each
+    # family races on its own and both winners are retrained in full.
+    families = [[i for i, c in enumerate(contenders) if len(c) == 2],
+                [i for i, c in enumerate(contenders) if len(c) > 2]]
+    rounds_list, finalists = [], []
+    for family in (f for f in families if f):
+        winner, family_rounds = successive_halving(space, [contenders[i] for i in family], data=data,
+                                                   budget_steps=budget, seed=seed, device=device,
+                                                   base_model=base_model, lr=lr, **options)
+        family_rounds["contender"] = [family[i] for i in family_rounds["contender"]]
+        rounds_list.append(family_rounds)
+        own_source, own_genome = contenders[family[winner]][:2]
+        own_space = contenders[family[winner]][2] if len(contenders[family[winner]]) > 2 else space
+        finalists.append((retrain_genome(own_genome, own_space), own_genome, own_source, own_space))
+    rounds = pd.concat(rounds_list, ignore_index=True) if len(rounds_list) > 1 else rounds_list[0]
+    best = max(range(len(finalists)), key=lambda i: (finalists[i][0].val_accuracy, -i))  # ties: the pruned one
+    finalist, finalist_genome, finalist_source, finalist_space = finalists[best]
     same = finalist_space is space and np.array_equal(finalist_genome, twin_genome)
     twin = finalist if same else retrain_genome(twin_genome)
     done, kept, source, kept_space = finalist, finalist_genome, finalist_source, finalist_space
@@ -392,6 +407,9 @@ def retrain_within(result: "SearchResult", max_macs: float, *, data: Splits, bas
         "uniform_macs_ratio": twin.macs_ratio, "race_contenders": len(contenders),
     })
     row.attrs.update({"race_rounds": rounds.to_dict("records"), "space": kept_space, "base_val_accuracy": base[2],
+                      "finalists": [{"source": f[2], "val_accuracy": f[0].val_accuracy,
+                                     "test_accuracy": f[0].test_accuracy, "macs_ratio": f[0].macs_ratio}
+                                    for f in finalists],
                       "base_test_accuracy": base[3], "max_macs": max_macs})
     _log.info("within %.2f%% MACs: %s kept at %.2f%%, val %.2f%% (uniform %.2f%%), test %.2f%%", 100 * max_macs,
               source, 100 * done.macs_ratio, 100 * done.val_accuracy, 100 * twin.val_accuracy,

@@ -321,11 +321,13 @@ def test_retrain_within_races_at_the_budget_and_never_keeps_a_model_above_it(sea
     fits = frame[(frame["macs_ratio"] <= largest) & ~frame["screened"].astype(bool)]
     assert row["eval"] == fits["accuracy"].idxmax()  # the search's most accurate candidate within it races first
     rounds = pd.DataFrame(row.attrs["race_rounds"])
-    assert list(rounds.groupby("round")["contender"].count()) == [4, 2]
+    # 3 pruned contenders race (3 -> 1), the 1 decomposed one goes straight to the final
+    assert list(rounds.groupby("round")["contender"].count()) == [3] and "decomposed" not in set(rounds["source"])
+    assert len(row.attrs["finalists"]) == 2
     loaded = moprune.load(row["path"])
     rebuilt = row.attrs["space"].materialize(row["genome"])
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in rebuilt.parameters())
-    assert list(rounds[rounds["round"] == 0]["source"]).count("decomposed") == 1  # 3 * race // 8 by default
+    assert row.attrs["finalists"][1]["source"] == "decomposed"  # 3 * race // 8 = 1 by default
     again = moprune.retrain_within(result, budget, data=data, base_model=model, race=4, epochs=1, batch_size=64)
     assert again["accuracy"] == row["accuracy"] and np.array_equal(again["genome"], row["genome"])  # seeded
 
@@ -370,6 +372,12 @@ def test_retrain_within_races_decomposed_contenders_and_reports_their_space(sear
                                  batch_size=64, out_path=str(tmp_path / "kept.pt"))
     rounds = pd.DataFrame(row.attrs["race_rounds"])
     assert (rounds[rounds["round"] == 0]["source"] == "decomposed").sum() == 2
+    # each family races on its own: two pruned and two decomposed contenders, one round each
+    assert sorted(rounds["contender"]) == [0, 1, 2, 3] and set(rounds["round"]) == {0}
+    finalists = row.attrs["finalists"]
+    assert [f["source"] == "decomposed" for f in finalists] == [False, True]
+    assert row["finalist_accuracy"] == max(f["val_accuracy"] for f in finalists)
+    assert row["accuracy"] == pytest.approx(max(row["finalist_accuracy"], row["uniform_accuracy"]))
     assert row["race_contenders"] == 4 and row["macs_ratio"] <= 0.2
     space = row.attrs["space"]
     assert row["encoding"] == space.encoding
