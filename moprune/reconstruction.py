@@ -52,7 +52,8 @@ def _last_op(module: nn.Module) -> nn.Module:
 def _fittable(module: nn.Module) -> bool:
     if type(module) is nn.Linear:
         return True
-    return type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))  # "same"/"valid" padding: F.unfold wants numbers
 
 
 def _call_order(model: nn.Module, example: torch.Tensor) -> List[str]:
@@ -76,8 +77,8 @@ def _call_order(model: nn.Module, example: torch.Tensor) -> List[str]:
     return [n for n in order if calls[n] == 1]
 
 
-def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) -> torch.Tensor:
-    """``module``'s input (``want="in"``) or output during ``model(x)``, stopping the pass there."""
+def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) -> Optional[torch.Tensor]:
+    """``module``'s input (``want="in"``) or output during ``model(x)``, stopping the pass there (``None``: not run)."""
     box = {}
 
     def hook(mod, inputs, output):
@@ -92,7 +93,7 @@ def _capture(model: nn.Module, module: nn.Module, x: torch.Tensor, want: str) ->
         pass
     finally:
         handle.remove()
-    return box["v"]
+    return box.get("v")
 
 
 def _rows(op: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: Optional[torch.Tensor]
@@ -185,9 +186,11 @@ def _refit(name, op, pruned, base_model, base_layer, images, out_index, ridge, m
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
         y = _capture(base_model, base_layer, x, "out")
+        inputs = _capture(pruned, op, x, "in")
+        if y is None or inputs is None:
+            return {}  # not run by one of the models
         if out_index is not None:
             y = y[:, out_index]
-        inputs = _capture(pruned, op, x, "in")
         if y.shape[1] != op.weight.shape[0]:
             return {}  # the layer's outputs do not correspond to the base layer's
         positions = None

@@ -1,5 +1,7 @@
 """Least-squares reconstruction: pruned layers refit to the base model's outputs."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,15 @@ def test_a_race_reconstructs_each_contender_once(monkeypatch):
     successive_halving(space, contenders, data=data, budget_steps=6, base_model=base, reconstruct=False, batch_size=16)
     successive_halving(space, contenders, data=data, budget_steps=6, batch_size=16)
     assert built == []
+
+
+def test_layers_it_cannot_refit_are_left_as_they_are():
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2, padding=1),
+                         nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    pruned = copy.deepcopy(base)
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    errors = reconstruct(pruned, base, _images(32, (1, 8, 8)))
+    assert set(errors) == {"4"}  # "same" padding and grouped convolutions are not refit
+    assert all(torch.equal(pruned.state_dict()[k], v) for k, v in before.items() if not k.startswith("4."))
+    assert errors["4"][0] == pytest.approx(0.0, abs=1e-10)  # nothing to correct: the weights are kept
